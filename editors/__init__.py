@@ -1,0 +1,1 @@
+"""Built-in editors; importing this package registers them in kebench.editor.EDITORS."""

@@ -1,0 +1,3 @@
+"""kebench: a reproducible benchmark harness for knowledge editing of language models."""
+
+__version__ = "0.1.0"

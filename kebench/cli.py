@@ -1,0 +1,188 @@
+"""The `kebench` command line: run, compare, report, list, stats."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kebench.errors import KebenchError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="kebench: benchmark knowledge editors (MeG, MEMIT, AlphaEdit, FT) on CounterFact, ZsRE and MQuAKE.",
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _pct(x: object) -> str:
+    return f"{100 * float(x):.1f}" if isinstance(x, (int, float)) else "–"
+
+
+@app.command()
+def run(
+    editor: Annotated[str, typer.Option(help="Editor name (see `kebench list`).")],
+    dataset: Annotated[str, typer.Option(help="Suite: counterfact, counterfact-rome, zsre, zsre-knowedit, mquake.")],
+    scale: Annotated[Optional[int], typer.Option(help="Number of cases, sampled by --seed (default: all).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Hub id, HF folder or .gguf file (default: embedded SmolLM2-135M-Instruct).")] = None,
+    mode: Annotated[str, typer.Option(help="batch: all cases in one edit; sequential: --batch-size cases per step.")] = "batch",
+    batch_size: Annotated[Optional[int], typer.Option(help="Cases per editing step in sequential mode.")] = None,
+    seed: Annotated[int, typer.Option(help="Seeds sampling, editors and evaluation.")] = 0,
+    out: Annotated[Optional[Path], typer.Option(help="Results JSON (default: runs/<editor>/<model>/<dataset>/...).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing results file / checkpoint.")] = False,
+    data_file: Annotated[Optional[Path], typer.Option(help="Run the suite on your own file (any supported format).")] = None,
+    data_format: Annotated[Optional[str], typer.Option(help="Force the data format instead of detecting it.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16.")] = "float32",
+    hparam: Annotated[Optional[list[str]], typer.Option(help="Override an editor hyperparameter: key=value (repeatable).")] = None,
+    eval_batch_size: Annotated[int, typer.Option(help="Prompts per forward pass during evaluation.")] = 32,
+    save_edits: Annotated[Optional[Path], typer.Option(help="Write the fitted edit to this folder.")] = None,
+    load_edits: Annotated[Optional[Path], typer.Option(help="Evaluate an edit saved with --save-edits instead of fitting.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Edit a model with one editor on one suite and write a results JSON with full provenance."""
+    from kebench import progress
+    from kebench.runner import Run, RunConfig
+
+    progress.set_enabled(not quiet)
+    if load_edits is not None and not load_edits.exists():
+        raise KebenchError(f"--load-edits folder {load_edits} does not exist")
+    cfg = RunConfig(
+        editor=editor,
+        dataset=dataset,
+        scale=scale,
+        model=model,
+        mode=mode,
+        batch_size=batch_size,
+        seed=seed,
+        data_file=str(data_file) if data_file else None,
+        data_format=data_format,
+        device=device,
+        dtype=dtype,
+        hparam_overrides=tuple(hparam or ()),
+        eval_batch_size=eval_batch_size,
+        load_edits=str(load_edits) if load_edits else None,
+    )
+    runner = Run(cfg, out, resume=resume, overwrite=overwrite, save_edits=save_edits)
+    result = runner.execute()
+    _print_summary(result)
+    console.print(f"results: [bold]{runner.out}[/bold]")
+
+
+def _print_summary(result: dict) -> None:
+    from kebench.suites import get_suite
+
+    suite = get_suite(result["run"]["dataset"])
+    table = Table(title=f"{result['editor']} on {result['run']['dataset']} ({result['run']['n_cases']} cases)")
+    table.add_column("metric")
+    table.add_column("unedited", justify="right")
+    table.add_column("edited", justify="right")
+    pre, post = result["metrics"]["pre"], result["metrics"]["post"]
+    for name in suite.headline:
+        if name in post:
+            table.add_row(name, _pct(pre.get(name)), _pct(post[name]))
+    console.print(table)
+    t = result["timings_s"]
+    console.print(
+        "time: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()) + f"; {result['seconds_per_edit']:.3f} s/edit"
+    )
+
+
+@app.command()
+def compare(
+    results: Annotated[list[Path], typer.Argument(help="Results files or folders of them.")],
+    markdown: Annotated[Optional[Path], typer.Option(help="Also write the table as markdown here.")] = None,
+) -> None:
+    """Show several results side by side (editors x suites x scales)."""
+    from kebench.compare import expand_paths, headline_metrics, load_result
+    from kebench.io import atomic_write_text
+
+    summaries = sorted(
+        (load_result(p) for p in expand_paths(results)), key=lambda s: (s.dataset, s.scale, s.mode, s.editor)
+    )
+    cols = headline_metrics(summaries)
+    table = Table(title="kebench comparison (edited; unedited in brackets; %)")
+    for c in ("editor", "suite", "n", "mode", *cols, "s/edit", "total s"):
+        table.add_column(c, justify="left" if c in ("editor", "suite", "mode") else "right")
+    md = ["| " + " | ".join(("editor", "suite", "n", "mode", *cols, "s/edit", "total s")) + " |"]
+    md.append("|" + "---|" * (len(cols) + 6))
+    for s in summaries:
+        cells = [f"{_pct(s.post.get(c))} ({_pct(s.pre.get(c))})" if c in s.post else "–" for c in cols]
+        row = [s.editor, s.dataset, str(s.scale), s.mode, *cells, f"{s.seconds_per_edit:.2f}", f"{s.total_seconds:.0f}"]
+        table.add_row(*row)
+        md.append("| " + " | ".join(row) + " |")
+    console.print(table)
+    if markdown:
+        atomic_write_text(markdown, "\n".join(md) + "\n")
+        console.print(f"markdown: {markdown}")
+
+
+@app.command()
+def report(
+    baseline: Annotated[list[Path], typer.Option(help="Reference results (files or folders).")],
+    candidate: Annotated[list[Path], typer.Option(help="Candidate results (files or folders).")],
+    tolerance: Annotated[float, typer.Option(help="Allowed absolute drop of a metric (fraction, 0.02 = 2 points).")] = 0.02,
+    out: Annotated[Optional[Path], typer.Option(help="Write the markdown report here (default: stdout).")] = None,
+) -> None:
+    """Regression gate: markdown report; exit status 1 if any metric drops beyond --tolerance."""
+    from kebench.compare import expand_paths, find_regressions, load_result, markdown_report
+    from kebench.io import atomic_write_text
+
+    base = [load_result(p) for p in expand_paths(baseline)]
+    cand = [load_result(p) for p in expand_paths(candidate)]
+    pairs, regressions, missing = find_regressions(base, cand, tolerance)
+    text = markdown_report(pairs, regressions, missing, tolerance)
+    if out:
+        atomic_write_text(out, text)
+    print(text)
+    if regressions or missing:
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_() -> None:
+    """Editors, datasets and models kebench knows."""
+    from kebench.editor import EDITORS
+    from kebench.models.adapter import ARCH_SPECS
+    from kebench.suites import suite_names
+
+    table = Table(title="kebench")
+    table.add_column("kind")
+    table.add_column("names")
+    table.add_row("editors", ", ".join(EDITORS.names()))
+    table.add_row("datasets", ", ".join(suite_names()))
+    table.add_row("models", "default (SmolLM2-135M-Instruct, embedded); any hub id / HF folder / .gguf file")
+    table.add_row("architectures", ", ".join(sorted(ARCH_SPECS)))
+    console.print(table)
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr, exit status 2."""
+    try:
+        app(standalone_mode=False)
+    except KebenchError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("interrupted; rerun with --resume to continue")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors arrive here in standalone_mode=False
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""Reading results files and lining them up: the `compare` table and the `report` regression gate."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kebench.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ResultSummary:
+    """The parts of a results file that tables and gates need."""
+
+    path: Path
+    editor: str
+    dataset: str
+    scale: int
+    mode: str
+    model: str
+    seed: int
+    pre: dict[str, float]
+    post: dict[str, float]
+    seconds_per_edit: float
+    total_seconds: float
+
+    @property
+    def key(self) -> tuple[str, str, str, int, str]:
+        """Runs are comparable when they agree on this (the seed may differ between reference and candidate)."""
+        return (self.model, self.editor, self.dataset, self.scale, self.mode)
+
+    @property
+    def label(self) -> str:
+        return f"{self.editor}/{self.dataset}/n{self.scale}/{self.mode}"
+
+
+def load_result(path: Path) -> ResultSummary:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"results file {path} does not exist")
+    try:
+        data = json.loads(path.read_text())
+        run = data["run"]
+        mode = run["mode"] + (f"-b{run['batch_size']}" if run["mode"] == "sequential" else "")
+        return ResultSummary(
+            path=path,
+            editor=data["editor"],
+            dataset=run["dataset"],
+            scale=int(run["n_cases"]),
+            mode=mode,
+            model=run.get("model") or "default",
+            seed=int(run["seed"]),
+            pre=data["metrics"]["pre"],
+            post=data["metrics"]["post"],
+            seconds_per_edit=float(data.get("seconds_per_edit", 0.0)),
+            total_seconds=float(data["timings_s"].get("total", 0.0)),
+        )
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{path} is not a kebench results file ({type(exc).__name__}: {exc})") from None
+
+
+def expand_paths(paths: list[Path]) -> list[Path]:
+    """Files as given; folders searched recursively for *.json results."""
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            out.extend(sorted(q for q in p.rglob("*.json") if not q.name.startswith(".")))
+        else:
+            out.append(p)
+    if not out:
+        raise ConfigError(f"no results files found in {', '.join(map(str, paths))}")
+    return out
+
+
+def headline_metrics(summaries: list[ResultSummary]) -> list[str]:
+    """Metric columns to show: each suite's headline metrics, in a stable order."""
+    from kebench.suites import get_suite
+
+    cols: list[str] = []
+    for s in summaries:
+        try:
+            names = get_suite(s.dataset).headline
+        except ConfigError:
+            names = sorted(k for k, v in s.post.items() if isinstance(v, (int, float)))
+        for n in names:
+            if n in s.post and n not in cols:
+                cols.append(n)
+    return cols
+
+
+@dataclass(frozen=True)
+class Regression:
+    label: str
+    metric: str
+    baseline: float
+    candidate: float
+
+    @property
+    def delta(self) -> float:
+        return self.candidate - self.baseline
+
+
+def find_regressions(
+    baseline: list[ResultSummary], candidate: list[ResultSummary], tolerance: float
+) -> tuple[list[tuple[ResultSummary, ResultSummary]], list[Regression], list[ResultSummary]]:
+    """Pair runs by key; a regression is a headline metric that dropped by more than `tolerance`.
+
+    Returns (pairs, regressions, baselines with no candidate). All headline metrics are
+    higher-is-better fractions in [0, 1]; tolerance is absolute in the same units.
+    """
+    from kebench.suites import get_suite
+
+    cand = {c.key: c for c in candidate}
+    pairs, regressions, missing = [], [], []
+    for b in baseline:
+        c = cand.get(b.key)
+        if c is None:
+            missing.append(b)
+            continue
+        pairs.append((b, c))
+        for metric in get_suite(b.dataset).headline:
+            if metric not in b.post:
+                continue
+            if metric not in c.post:
+                regressions.append(Regression(b.label, metric, float(b.post[metric]), float("nan")))
+                continue
+            if float(c.post[metric]) < float(b.post[metric]) - tolerance:
+                regressions.append(Regression(b.label, metric, float(b.post[metric]), float(c.post[metric])))
+    return pairs, regressions, missing
+
+
+def markdown_report(
+    pairs: list[tuple[ResultSummary, ResultSummary]],
+    regressions: list[Regression],
+    missing: list[ResultSummary],
+    tolerance: float,
+) -> str:
+    from kebench.suites import get_suite
+
+    lines = ["# kebench regression report", ""]
+    verdict = "FAIL" if regressions or missing else "PASS"
+    lines.append(
+        f"**{verdict}**: {len(pairs)} run(s) compared, {len(regressions)} regression(s) beyond "
+        f"tolerance {tolerance:.3f}, {len(missing)} reference run(s) without a candidate."
+    )
+    lines.append("")
+    lines.append("| run | metric | reference | candidate | delta | |")
+    lines.append("|---|---|---:|---:|---:|---|")
+    bad = {(r.label, r.metric) for r in regressions}
+    for b, c in pairs:
+        for metric in get_suite(b.dataset).headline:
+            if metric not in b.post:
+                continue
+            cv = c.post.get(metric)
+            cs = "missing" if cv is None else f"{100 * cv:.1f}"
+            ds = "" if cv is None else f"{100 * (cv - b.post[metric]):+.1f}"
+            flag = "REGRESSION" if (b.label, metric) in bad else "ok"
+            lines.append(f"| {b.label} | {metric} | {100 * b.post[metric]:.1f} | {cs} | {ds} | {flag} |")
+    for m in missing:
+        lines.append(f"| {m.label} | – | – | missing | – | NO CANDIDATE |")
+    lines.append("")
+    lines.append("Metrics in %, higher is better; a regression is a drop larger than the tolerance.")
+    return "\n".join(lines) + "\n"

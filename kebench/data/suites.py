@@ -1,0 +1,170 @@
+"""Benchmark suites: named sets of cases the runner loads, samples and evaluates.
+
+A suite names its default shipped files, the layouts it accepts and how files
+combine (zsRE de-duplicates questions). Third parties add suites by registering
+a `DatasetSpec` in `DATASETS` (or through the "kebench.datasets" entry-point group).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from kebench.data.case import EditCase
+from kebench.data.formats import detect_format, parse_records
+from kebench.data.shipped import display_name, read_records, shipped_path
+from kebench.data.zsre import ZSRE_TEMPLATE, question_key
+from kebench.errors import DataError
+from kebench.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+def dedup_by_question(cases: list[EditCase]) -> list[EditCase]:
+    """Keep the first case of each zsRE question (files listed first win)."""
+    seen: set[str] = set()
+    out = []
+    for case in cases:
+        key = question_key(case)
+        if key not in seen:
+            seen.add(key)
+            out.append(case)
+    return out
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A suite: default shipped files, accepted layouts, and how its files combine.
+
+    - `files`: shipped file names read (in order) when no path is given.
+    - `formats`: layouts accepted; a file in another layout is refused, naming the right suite.
+    - `combine`: applied to the concatenated cases (e.g. de-duplication).
+    - `drop_empty_targets`: skip records whose new target is empty, only for the shipped files
+      (user files with empty targets are an error).
+    - `pool`: shipped file of records disjoint from the suite, for editors that train on data (MeG).
+    - `loader`: replaces the file-based loading entirely (for suites that are not files of records).
+    """
+
+    name: str
+    files: tuple[str, ...]
+    formats: tuple[str, ...]
+    description: str = ""
+    combine: Callable[[list[EditCase]], list[EditCase]] | None = None
+    drop_empty_targets: bool = False
+    pool: str | None = None
+    loader: Callable[[Path | None, str | None, str], list[EditCase]] | None = None
+
+    def load(self, path: Path | None = None, fmt: str | None = None, template: str = ZSRE_TEMPLATE) -> list[EditCase]:
+        if self.loader is not None:
+            return self.loader(path, fmt, template)
+        paths = [Path(path)] if path is not None else [shipped_path(n) for n in self.files]
+        cases: list[EditCase] = []
+        for p in paths:
+            records = read_records(p)
+            source = display_name(p)
+            layout = fmt or detect_format(records, source)
+            if layout not in self.formats:
+                owners = [s for s in DATASETS.names() if layout in DATASETS.get(s).formats]
+                raise DataError(
+                    f"{source} is in {layout} format, which suite {self.name!r} does not take "
+                    f"(it takes {', '.join(self.formats)}); use suite {' or '.join(map(repr, owners)) or 'a matching suite'}"
+                )
+            parsed = parse_records(
+                records, layout, suite=self.name, source=source, template=template,
+                drop_empty_targets=self.drop_empty_targets and path is None,
+            )
+            if len(parsed) < len(records):
+                log.info("%s: dropped %d records with an empty new target", source, len(records) - len(parsed))
+            cases.extend(parsed)
+        if self.combine is not None:
+            cases = self.combine(cases)
+        _check_unique_ids(cases, self.name)
+        return cases
+
+
+def _check_unique_ids(cases: Sequence[EditCase], suite: str) -> None:
+    seen: set[str] = set()
+    for case in cases:
+        if case.case_id in seen:
+            raise DataError(f"suite {suite!r} has case_id {case.case_id!r} twice; case ids must be unique")
+        seen.add(case.case_id)
+
+
+DATASETS: Registry[DatasetSpec] = Registry("suite", entry_point_group="kebench.datasets")
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    DATASETS.register(spec.name, spec)
+    return spec
+
+
+_CF = ("counterfact-easyedit", "counterfact-rome")
+_ZSRE = ("zsre-mend", "knowedit")
+register_dataset(DatasetSpec(
+    "counterfact", ("counterfact-edit.json",), _CF,
+    "CounterFact, 10,000 cases (EasyEdit layout: 1 paraphrase, 1 neighbourhood prompt each)",
+    pool="counterfact-train.json",
+))
+register_dataset(DatasetSpec(
+    "counterfact-rome", ("counterfact_rome_subset349.json",), _CF,
+    "CounterFact, 336 cases (ROME layout: 2 paraphrases, 10 neighbourhood and 10 generation prompts each)",
+    pool="counterfact-train.json",
+))
+register_dataset(DatasetSpec(
+    "zsre", ("zsre_mend_eval_portability_gpt4.json", "zsre_mend_train_1k.json"), _ZSRE,
+    "zsRE (MEND split): 1,037 eval cases with portability + 998 train cases, de-duplicated by question",
+    combine=dedup_by_question, drop_empty_targets=True, pool="zsre_mend_train_1k.json",
+))
+register_dataset(DatasetSpec(
+    "zsre-knowedit", ("knowedit_ZsRE-test-all.json",), _ZSRE,
+    "zsRE (KnowEdit test set), 1,304 cases with relation-specificity locality and portability",
+    pool="zsre_mend_train_1k.json",
+))
+register_dataset(DatasetSpec(
+    "mquake", ("MQuAKE-hard.json",), ("mquake",),
+    "MQuAKE-hard, 329 cases of 4 edits each with 3 multi-hop questions",
+))
+
+
+def load_cases(
+    suite: str, path: Path | None = None, fmt: str | None = None, template: str = ZSRE_TEMPLATE
+) -> list[EditCase]:
+    """All cases of `suite`, from `path` or (None) the suite's shipped files, in file order.
+
+    fmt: the record layout (see FORMATS); None detects it from the first record.
+    template: wraps questions (zsRE, MQuAKE); must contain "{}" once.
+    """
+    return DATASETS.get(suite).load(path, fmt, template)
+
+
+def sample_cases(cases: Sequence[EditCase], n: int, seed: int) -> list[EditCase]:
+    """`n` cases drawn with random.Random(seed), kept in their original order (deterministic)."""
+    suite = cases[0].suite if cases else "the suite"
+    if n < 1:
+        raise DataError(f"scale {n} must be at least 1; use --scale >= 1")
+    if n > len(cases):
+        raise DataError(f"scale {n} exceeds the {len(cases)} cases in {suite}; use --scale <= {len(cases)}")
+    picked = sorted(random.Random(seed).sample(range(len(cases)), n))
+    return [cases[i] for i in picked]
+
+
+def training_pool(suite: str, exclude: Iterable[EditCase] = (), template: str = ZSRE_TEMPLATE) -> list[EditCase]:
+    """Cases for editors that train on data (MeG's encoder), disjoint from the `exclude`d cases.
+
+    A pool case is dropped when it shares a case_id or an edit prompt (filled in)
+    with any excluded case; the ROME subset shares 165 case_ids with the pool.
+    """
+    spec = DATASETS.get(suite)
+    if spec.pool is None:
+        raise DataError(f"suite {suite!r} has no training pool; train on another suite's pool or skip this editor")
+    excluded = list(exclude)
+    ids = {c.case_id for c in excluded}
+    texts = {r.text for c in excluded for r in c.requests}
+    pool = parse_records(
+        read_records(shipped_path(spec.pool)), suite=f"{suite}-pool", source=spec.pool, template=template,
+        drop_empty_targets=True,
+    )
+    return [c for c in pool if c.case_id not in ids and not any(r.text in texts for r in c.requests)]

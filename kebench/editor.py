@@ -1,0 +1,179 @@
+"""The Editor interface every method implements, and the handles that undo an edit.
+
+An editor turns edit requests into a change of the model; the handle it returns is the
+only way back (`restore()`), bit-exact. Weight editors snapshot the tensors they touch;
+hook editors (MeG) detach their hooks. Runners never branch on the editor's name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from kebench.config import load_hparams
+from kebench.data.case import EditRequest
+from kebench.errors import NumericalError
+from kebench.models.loaded import LoadedModel
+from kebench.registry import Registry
+
+
+@dataclasses.dataclass(frozen=True)
+class HParams:
+    """Base of every editor's hyperparameter dataclass."""
+
+
+class EditHandle(ABC):
+    """The result of one `Editor.apply`: undo it with `restore()`."""
+
+    #: Editor-reported diagnostics (e.g. fitting convergence, oracle efficacy), saved in results.
+    stats: dict[str, Any]
+
+    @abstractmethod
+    def restore(self) -> None:
+        """Bring the model back to exactly its state before this edit."""
+
+    def conditioning(self, prompts: Sequence[str]) -> AbstractContextManager[None]:
+        """Context in force while the model runs on a batch of `prompts` (query-dependent editors)."""
+        return contextlib.nullcontext()
+
+    def edited_state(self) -> dict[str, torch.Tensor]:
+        """Tensors that, loaded into the unedited model, reproduce the edit (for checkpoints)."""
+        return {}
+
+
+class WeightEditHandle(EditHandle):
+    """Undo for editors that change parameters in place: keeps a copy of the originals."""
+
+    def __init__(self, model: torch.nn.Module, names: Sequence[str], stats: dict[str, Any] | None = None) -> None:
+        self.model = model
+        params = dict(model.named_parameters())
+        self.originals = {n: params[n].detach().clone() for n in names}
+        self.stats = stats or {}
+        self._restored = False
+
+    def restore(self) -> None:
+        if self._restored:
+            return
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, value in self.originals.items():
+                params[name].copy_(value)
+        self._restored = True
+
+    def edited_state(self) -> dict[str, torch.Tensor]:
+        params = dict(self.model.named_parameters())
+        return {n: params[n].detach().clone() for n in self.originals}
+
+
+class LoadedStateHandle(WeightEditHandle):
+    """A checkpointed edit loaded back into an unedited model."""
+
+    def __init__(self, model: torch.nn.Module, state: dict[str, torch.Tensor], stats: dict[str, Any] | None = None):
+        super().__init__(model, list(state), stats)
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in state.items():
+                params[name].copy_(value.to(params[name].dtype))
+
+
+class StackedHandle(EditHandle):
+    """Sequential editing: several handles applied in order, undone in reverse."""
+
+    def __init__(self, handles: Sequence[EditHandle] = ()) -> None:
+        self.handles: list[EditHandle] = list(handles)
+
+    @property
+    def stats(self) -> dict[str, Any]:  # type: ignore[override]
+        return {"steps": [h.stats for h in self.handles]}
+
+    def push(self, handle: EditHandle) -> None:
+        self.handles.append(handle)
+
+    def restore(self) -> None:
+        for handle in reversed(self.handles):
+            handle.restore()
+        self.handles.clear()
+
+    @contextlib.contextmanager
+    def conditioning(self, prompts: Sequence[str]) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            for handle in self.handles:
+                stack.enter_context(handle.conditioning(prompts))
+            yield
+
+    def edited_state(self) -> dict[str, torch.Tensor]:
+        state: dict[str, torch.Tensor] = {}
+        for handle in self.handles:
+            state.update(handle.edited_state())
+        return state
+
+
+class Editor(ABC):
+    """A knowledge-editing method.
+
+    Subclasses set `name`, `hparams_cls` and `config_dir` (per-model YAML defaults) and
+    implement `apply`. State that must persist across sequential steps (e.g. AlphaEdit's
+    accumulated keys) lives on the instance, never in module globals, and is exposed via
+    `state_dict()` so sequential runs can checkpoint and resume.
+    """
+
+    name: ClassVar[str]
+    hparams_cls: ClassVar[type[HParams]]
+    config_dir: ClassVar[Path | None] = None
+    #: True if the editor changes weights (handles are WeightEditHandle and checkpointable by state).
+    edits_weights: ClassVar[bool] = True
+
+    def __init__(self, hparams: HParams | None = None) -> None:
+        self.hparams = hparams if hparams is not None else self.hparams_cls()
+
+    @classmethod
+    def default_hparams(cls, model_name: str) -> HParams:
+        if cls.config_dir is None:
+            return cls.hparams_cls()
+        return load_hparams(cls.hparams_cls, cls.config_dir, model_name)
+
+    @abstractmethod
+    def apply(self, lm: LoadedModel, requests: Sequence[EditRequest]) -> EditHandle:
+        """Edit `lm.model` so it states every request's `target_new`; return the undo handle."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"editor {self.name!r} has no state to load")
+
+    def save_edits(self, handle: EditHandle, path: Path) -> None:
+        """Write what `load_edits` needs to rebuild `handle` without refitting."""
+        from safetensors.torch import save_file
+
+        path.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in handle.edited_state().items()}, str(path / "edited_state.safetensors"))
+
+    def load_edits(self, lm: LoadedModel, path: Path) -> EditHandle:
+        from safetensors.torch import load_file
+
+        return LoadedStateHandle(lm.model, load_file(str(path / "edited_state.safetensors")))
+
+
+EDITORS: Registry[type[Editor]] = Registry("editor", entry_point_group="kebench.editors")
+
+
+def register_editor(cls: type[Editor]) -> type[Editor]:
+    """Class decorator: make an Editor available to `kebench run --editor <cls.name>`."""
+    EDITORS.register(cls.name, cls)
+    return cls
+
+
+def check_finite(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """Fail loudly on NaN/Inf instead of writing garbage into the model."""
+    if not torch.isfinite(tensor).all():
+        raise NumericalError(f"{name} contains NaN/Inf; try a smaller learning rate or larger covariance weight")
+    return tensor

@@ -1,0 +1,358 @@
+"""One benchmark run: load, record pre-edit predictions, edit (batch or sequential), evaluate, restore.
+
+Every phase checkpoints into `<out>.ckpt/` so an interrupted run resumes where it stopped;
+the runner never branches on which editor it drives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kebench import __version__
+from kebench.config import parse_override, with_overrides
+from kebench.data.case import EditCase, EditRequest
+from kebench.editor import EDITORS, EditHandle, Editor, StackedHandle
+from kebench.errors import ConfigError
+from kebench.io import append_jsonl, atomic_write_json, read_jsonl
+from kebench.models.loaded import LoadedModel, exact_checksum
+from kebench.progress import progress_bar
+from kebench.provenance import git_state, hardware, package_versions, peak_memory_mb
+from kebench.suites import Suite, get_suite
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's numbers (and so must match on --resume)."""
+
+    editor: str
+    dataset: str
+    scale: int | None = None
+    model: str | None = None
+    mode: str = "batch"
+    batch_size: int | None = None
+    seed: int = 0
+    data_file: str | None = None
+    data_format: str | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    hparam_overrides: tuple[str, ...] = ()
+    eval_batch_size: int = 32
+    chunk_size: int = 64
+    load_edits: str | None = None
+
+    def validate(self) -> None:
+        if self.mode not in ("batch", "sequential"):
+            raise ConfigError(f"unknown mode {self.mode!r}; use --mode batch or --mode sequential")
+        if self.mode == "sequential" and not self.batch_size:
+            raise ConfigError("sequential mode needs --batch-size B (cases per editing step)")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.scale is not None and self.scale < 1:
+            raise ConfigError(f"--scale must be >= 1, got {self.scale}")
+        EDITORS.get(self.editor)  # unknown editor -> one-line error with a suggestion
+        get_suite(self.dataset)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields a checkpoint must agree on to be resumed."""
+        d = dataclasses.asdict(self)
+        d.pop("chunk_size")
+        d.pop("eval_batch_size")
+        return d
+
+
+def default_out_path(cfg: RunConfig) -> Path:
+    model = (cfg.model or "default").strip("/").replace("/", "__")
+    tag = f"{cfg.mode}" + (f"-b{cfg.batch_size}" if cfg.mode == "sequential" else "")
+    return Path("runs") / cfg.editor / model / cfg.dataset / f"n{cfg.scale or 'all'}-{tag}-s{cfg.seed}.json"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def unique_requests(cases: Sequence[EditCase]) -> list[EditRequest]:
+    """Each distinct rewrite once, in case order (MQuAKE cases share rewrites)."""
+    seen: set[tuple[str, str, str]] = set()
+    out = []
+    for case in cases:
+        for req in case.requests:
+            if req.key not in seen:
+                seen.add(req.key)
+                out.append(req)
+    return out
+
+
+@dataclass
+class Timer:
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.timings[phase] = self.timings.get(phase, 0.0) + seconds
+
+
+class Run:
+    """Drives one RunConfig to a results file. Construct, then call `execute()`."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        out: Path | None = None,
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        save_edits: Path | None = None,
+        model_loader: Callable[[RunConfig], LoadedModel] | None = None,
+    ) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.out = Path(out) if out else default_out_path(cfg)
+        self.ckpt = self.out.with_name(self.out.name + ".ckpt")
+        self.save_edits = save_edits
+        self.timer = Timer()
+        self.model_loader = model_loader or _load_model_for
+        self._prepare_checkpoint(resume, overwrite)
+
+    # checkpoint bookkeeping -------------------------------------------------
+    def _prepare_checkpoint(self, resume: bool, overwrite: bool) -> None:
+        state_file = self.ckpt / "config.json"
+        self.resumed = False
+        if overwrite and self.ckpt.exists():
+            shutil.rmtree(self.ckpt)
+        if self.ckpt.exists() and state_file.exists():
+            if not resume:
+                raise ConfigError(
+                    f"an interrupted run exists at {self.ckpt}; pass --resume to continue it or --overwrite to start over"
+                )
+            saved = json.loads(state_file.read_text())
+            if saved != json.loads(json.dumps(self.cfg.identity())):
+                diff = sorted(k for k in saved if saved.get(k) != self.cfg.identity().get(k))
+                raise ConfigError(f"cannot resume {self.ckpt}: settings differ ({', '.join(diff)}); use --overwrite")
+            self.resumed = True
+        elif self.out.exists() and not overwrite and not resume:
+            raise ConfigError(f"{self.out} exists; pass --overwrite to replace it or --out to write elsewhere")
+        self.ckpt.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(state_file, self.cfg.identity())
+
+    def _phase_done(self, phase: str) -> bool:
+        return (self.ckpt / f"{phase}.done").exists()
+
+    def _mark_done(self, phase: str, info: dict[str, Any] | None = None) -> None:
+        atomic_write_json(self.ckpt / f"{phase}.done", info or {})
+
+    # phases ----------------------------------------------------------------
+    def _records(
+        self,
+        name: str,
+        cases: Sequence[EditCase],
+        fn: Callable[[Sequence[EditCase]], list[dict]],
+        label: str,
+        path: Path | None = None,
+    ) -> dict[str, dict]:
+        """Per-case records for `fn`, computed chunk by chunk and appended to `path` (default `<ckpt>/<name>.jsonl`)."""
+        path = path or self.ckpt / f"{name}.jsonl"
+        done = {r["case_id"]: r for r in read_jsonl(path)}
+        todo = [c for c in cases if c.case_id not in done]
+        t0 = time.perf_counter()
+        with progress_bar(label, len(cases)) as bar:
+            bar.advance(len(cases) - len(todo))
+            for start in range(0, len(todo), self.cfg.chunk_size):
+                chunk = todo[start : start + self.cfg.chunk_size]
+                rows = fn(chunk)
+                if len(rows) != len(chunk):
+                    raise RuntimeError(f"{label}: {len(rows)} records for {len(chunk)} cases")
+                append_jsonl(path, rows)
+                done.update({r["case_id"]: r for r in rows})
+                bar.advance(len(chunk))
+        self.timer.add(name, time.perf_counter() - t0)
+        missing = [c.case_id for c in cases if c.case_id not in done]
+        if missing:
+            raise RuntimeError(f"{label}: no record for cases {missing[:5]}")
+        return done
+
+    def _edit(self, lm: LoadedModel, editor: Editor, cases: Sequence[EditCase]) -> EditHandle:
+        cfg = self.cfg
+        edit_dir = self.ckpt / "edits"
+        if cfg.load_edits:
+            t0 = time.perf_counter()
+            handle = editor.load_edits(lm, Path(cfg.load_edits))
+            self.timer.add("edit", time.perf_counter() - t0)
+            return handle
+        if cfg.mode == "batch":
+            steps = [list(cases)]
+        else:
+            steps = [list(cases[i : i + cfg.batch_size]) for i in range(0, len(cases), cfg.batch_size)]
+        stack = StackedHandle()
+        applied: set[tuple[str, str, str]] = set()
+        t0 = time.perf_counter()
+        with progress_bar(f"editing ({editor.name}, {len(steps)} step{'s' * (len(steps) > 1)})", len(steps)) as bar:
+            for k, step_cases in enumerate(steps):
+                step_dir = edit_dir / f"step_{k:05d}"
+                requests = [r for r in unique_requests(step_cases) if r.key not in applied]
+                applied.update(r.key for r in requests)
+                if (step_dir / "done.json").exists():
+                    stack.push(editor.load_edits(lm, step_dir))
+                    editor_state = step_dir / "editor_state.pt"
+                    if editor_state.exists():
+                        editor.load_state_dict(torch.load(editor_state, weights_only=False))
+                    bar.advance()
+                    continue
+                seed_everything(cfg.seed + k)
+                ts = time.perf_counter()
+                handle = editor.apply(lm, requests)
+                stack.push(handle)
+                # checkpoint this step: the edit itself, the editor's cross-step state, its stats
+                editor.save_edits(handle, step_dir)
+                state = editor.state_dict()
+                if state:
+                    torch.save(state, step_dir / "editor_state.pt")
+                atomic_write_json(
+                    step_dir / "done.json",
+                    {"n_requests": len(requests), "seconds": time.perf_counter() - ts, "stats": handle.stats},
+                )
+                bar.advance()
+        self.timer.add("edit", time.perf_counter() - t0)
+        return stack if len(stack.handles) > 1 else stack.handles[0]
+
+    def execute(self) -> dict[str, Any]:
+        cfg = self.cfg
+        started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        t_all = time.perf_counter()
+        seed_everything(cfg.seed)
+
+        t0 = time.perf_counter()
+        suite: Suite = get_suite(cfg.dataset)
+        data = suite.load(cfg.data_file, cfg.data_format)
+        cases = suite.sample(data.cases, cfg.scale, cfg.seed)
+        self.timer.add("load_data", time.perf_counter() - t0)
+
+        editor_cls = EDITORS.get(cfg.editor)
+        model_name = cfg.model or "default"
+        hparams = editor_cls.default_hparams(model_name)
+        if cfg.hparam_overrides:
+            hparams = with_overrides(hparams, dict(parse_override(o) for o in cfg.hparam_overrides))
+        editor = editor_cls(hparams)
+
+        t0 = time.perf_counter()
+        lm = self.model_loader(cfg)
+        self.timer.add("load_model", time.perf_counter() - t0)
+
+        ebs = cfg.eval_batch_size
+        # The unedited model's records depend only on model, data and evaluation settings, so every
+        # editor run on the same cases shares them (cached; a per-case JSONL, so partial work counts too).
+        pre_dir = pre_edit_cache_dir(lm, cfg, data.files)
+        refs = self._records(
+            "reference", cases, lambda ch: suite.references(lm, ch, batch_size=ebs), "pre-edit predictions",
+            pre_dir / "reference.jsonl",
+        )
+        pre = self._records(
+            "pre", cases, lambda ch: suite.evaluate(lm, ch, [refs[c.case_id] for c in ch], None, batch_size=ebs),
+            "pre-edit evaluation", pre_dir / "pre.jsonl",
+        )
+
+        original = exact_checksum(lm.model)
+        handle = self._edit(lm, editor, cases)
+        if self.save_edits:
+            editor.save_edits(handle, self.save_edits)
+        post = self._records(
+            "post",
+            cases,
+            lambda ch: suite.evaluate(lm, ch, [refs[c.case_id] for c in ch], handle.conditioning, batch_size=ebs),
+            "post-edit evaluation",
+        )
+
+        t0 = time.perf_counter()
+        handle.restore()
+        restored = exact_checksum(lm.model) == original
+        self.timer.add("restore", time.perf_counter() - t0)
+        if not restored:
+            raise RuntimeError("restore() did not bring back the original weights bit-exact")
+
+        self.timer.add("total", time.perf_counter() - t_all)
+        requests = unique_requests(cases)
+        records = [
+            {"case_id": c.case_id, "pre": pre[c.case_id], "post": post[c.case_id]} for c in cases
+        ]
+        result = {
+            "schema_version": SCHEMA_VERSION,
+            "kebench_version": __version__,
+            "run": {**dataclasses.asdict(cfg), "n_cases": len(cases), "n_requests": len(requests)},
+            "provenance": {
+                "model": {
+                    "name": lm.name,
+                    "source": lm.source,
+                    "model_type": lm.adapter.model_type,
+                    "weights_sha256": lm.weights_sha256,
+                    "dtype": str(lm.dtype),
+                },
+                "data": data.provenance(),
+                "git": git_state(),
+                "packages": package_versions(),
+                "hardware": hardware(lm.device),
+                "started_at": started,
+                "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "resumed": self.resumed,
+            },
+            "hparams": dataclasses.asdict(hparams),
+            "editor": editor.name,
+            "timings_s": self.timer.timings,
+            "seconds_per_edit": self.timer.timings.get("edit", 0.0) / max(1, len(requests)),
+            "memory": peak_memory_mb(lm.device),
+            "editor_stats": _edit_stats(self.ckpt),
+            "restore_bit_exact": restored,
+            "metrics": {
+                "pre": suite.aggregate([pre[c.case_id] for c in cases]),
+                "post": suite.aggregate([post[c.case_id] for c in cases]),
+            },
+            "cases": records,
+        }
+        atomic_write_json(self.out, result)
+        shutil.rmtree(self.ckpt, ignore_errors=True)
+        return result
+
+
+def pre_edit_cache_dir(lm: LoadedModel, cfg: RunConfig, files: list[dict[str, Any]]) -> Path:
+    """Cache folder for unedited-model records, keyed by everything they depend on."""
+    import hashlib
+
+    from kebench.models.embedded import cache_root
+
+    key = {
+        "kebench": __version__,
+        "model": lm.weights_sha256,
+        "dtype": str(lm.dtype),
+        "device": lm.device.type,
+        "dataset": cfg.dataset,
+        "data": [f["sha256"] for f in files],
+        "eval_batch_size": cfg.eval_batch_size,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_root() / "pre_edit" / cfg.dataset / digest
+    path.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path / "key.json", key)
+    return path
+
+
+def _edit_stats(ckpt: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((ckpt / "edits").glob("step_*/done.json"))]
+
+
+def _load_model_for(cfg: RunConfig) -> LoadedModel:
+    from kebench.models.load import load_model
+
+    return load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)

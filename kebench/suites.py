@@ -1,0 +1,83 @@
+"""A suite = a loader for its files + its evaluation + its headline metrics, under one name.
+
+The runner only talks to `Suite`; new suites register here (or through the
+`kebench.suites` entry-point group) without touching the runner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kebench.data.case import EditCase
+from kebench.models.loaded import LoadedModel
+from kebench.registry import Registry
+
+Condition = Callable[[Sequence[str]], Any] | None
+
+
+@dataclass
+class LoadedData:
+    """Cases plus what results must record about where they came from."""
+
+    cases: list[EditCase]
+    files: list[dict[str, Any]]  # [{"path", "sha256", "format", "records"}]
+    notes: list[str] = field(default_factory=list)
+
+    def provenance(self) -> dict[str, Any]:
+        return {"files": self.files, "n_cases_available": len(self.cases), "notes": self.notes}
+
+
+@dataclass(frozen=True)
+class Suite:
+    """How to load, score and summarise one benchmark.
+
+    - `load(data_file, fmt) -> LoadedData` (None = the shipped default files)
+    - `reference(lm, cases, batch_size=) -> list[dict]`: pre-edit predictions that later
+      metrics compare against (locality); one record per case with "case_id".
+    - `evaluate(lm, cases, references, condition, batch_size=) -> list[dict]`: one record per case.
+    - `aggregate(records) -> dict[str, float]`; `headline`: the metrics tables and gates show.
+    """
+
+    name: str
+    description: str
+    load: Callable[[str | None, str | None], LoadedData]
+    evaluate: Callable[..., list[dict[str, Any]]]
+    aggregate: Callable[[list[dict[str, Any]]], dict[str, float]]
+    headline: tuple[str, ...]
+    reference: Callable[..., list[dict[str, Any]]] | None = None
+
+    def sample(self, cases: list[EditCase], n: int | None, seed: int) -> list[EditCase]:
+        from kebench.data.suites import sample_cases
+
+        return list(cases) if n is None else sample_cases(cases, n, seed)
+
+    def references(self, lm: LoadedModel, cases: Sequence[EditCase], batch_size: int = 32) -> list[dict[str, Any]]:
+        if self.reference is None:
+            return [{"case_id": c.case_id} for c in cases]
+        return self.reference(lm, cases, batch_size=batch_size)
+
+
+SUITES: Registry[Suite] = Registry("dataset", entry_point_group="kebench.suites")
+
+
+def suite_names() -> list[str]:
+    _register_builtin()
+    return SUITES.names()
+
+
+def get_suite(name: str) -> Suite:
+    _register_builtin()
+    return SUITES.get(name)
+
+
+_builtin_done = False
+
+
+def _register_builtin() -> None:
+    global _builtin_done
+    if not _builtin_done:
+        _builtin_done = True
+        import kebench.builtin_suites  # noqa: F401  (registers counterfact, zsre, mquake, ...)

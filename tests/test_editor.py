@@ -1,0 +1,28 @@
+import torch
+
+from kebench.editor import LoadedStateHandle, StackedHandle, WeightEditHandle
+
+
+def test_weight_handle_restores_bit_exact_and_stacks(tiny_lm):
+    model = tiny_lm.model
+    name = tiny_lm.adapter.mlp_out_param_name(1)
+    param = dict(model.named_parameters())[name]
+    before = param.detach().clone()
+    h1 = WeightEditHandle(model, [name])
+    with torch.no_grad():
+        param.add_(torch.randn_like(param) * 1e-3)
+    after_first = param.detach().clone()
+    h2 = WeightEditHandle(model, [name])
+    with torch.no_grad():
+        param.mul_(1.0001)
+    stack = StackedHandle([h1, h2])
+    state = stack.edited_state()
+    assert torch.equal(state[name], param)
+    stack.restore()
+    assert torch.equal(param, before)
+    assert not torch.equal(after_first, before)
+    # a saved edit loads back on top of the unedited model and restores again
+    loaded = LoadedStateHandle(model, state)
+    assert torch.equal(param, state[name])
+    loaded.restore()
+    assert torch.equal(param, before)

@@ -1,0 +1,130 @@
+"""The runner end to end on a tiny model with a toy suite: phases, checkpoints, resume, restore."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from kebench.data.case import EditCase, EditRequest
+from kebench.errors import ConfigError
+from kebench.runner import Run, RunConfig, unique_requests
+from kebench.suites import SUITES, LoadedData, Suite
+from kebench.tokens import encode_prompt_targets, target_nll
+
+CASES = [
+    EditCase(
+        case_id=str(i),
+        suite="toy",
+        requests=(EditRequest("{} lives in", subj, tgt, "Paris"),),
+        paraphrases=(f"Where does {subj} live? In",),
+    )
+    for i, (subj, tgt) in enumerate([("Alice", "Rome"), ("Bob", "Oslo"), ("Carol", "Lima"), ("Dan", "Kyiv")])
+]
+CALLS: list[int] = []
+
+
+def _load(data_file, fmt):
+    return LoadedData(list(CASES), [{"path": "toy", "sha256": "0" * 64, "format": "toy", "records": len(CASES)}])
+
+
+def _evaluate(lm, cases, refs, condition, batch_size=32):
+    CALLS.append(len(cases))
+    b = encode_prompt_targets(lm.tokenizer, [c.prompt for c in cases], [c.target_new for c in cases])
+    with torch.no_grad():
+        nll = target_nll(lm.model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits, b.labels)
+    return [{"case_id": c.case_id, "nll": float(n), "efficacy": float(n < 5.0)} for c, n in zip(cases, nll)]
+
+
+def _aggregate(records):
+    return {k: sum(r[k] for r in records) / len(records) for k in ("nll", "efficacy")}
+
+
+if "toy" not in SUITES:
+    SUITES.register("toy", Suite("toy", "test suite", _load, _evaluate, _aggregate, headline=("efficacy",)))
+
+
+@pytest.fixture
+def loader(tiny_lm, tmp_path, monkeypatch):
+    monkeypatch.setenv("KEBENCH_CACHE", str(tmp_path / "cache"))  # pre-edit records cache per test
+    return lambda cfg: tiny_lm
+
+
+def _cfg(**kw):
+    base = dict(editor="ft", dataset="toy", scale=4, hparam_overrides=("layers=[2]", "lr=0.01", "steps=5", "norm_constraint=0.05"), chunk_size=2)
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def test_run_writes_results_with_provenance_and_restores(tmp_path, loader, tiny_lm):
+    out = tmp_path / "r.json"
+    before = {n: p.clone() for n, p in tiny_lm.model.named_parameters()}
+    result = Run(_cfg(), out, model_loader=loader).execute()
+    saved = json.loads(out.read_text())
+    assert saved["schema_version"] == 1 and saved["editor"] == "ft"
+    assert saved["restore_bit_exact"] is True
+    assert len(saved["cases"]) == 4 and saved["run"]["n_requests"] == 4
+    assert saved["metrics"]["post"]["nll"] < saved["metrics"]["pre"]["nll"]  # fine-tuning lowered target NLL
+    assert saved["hparams"]["layers"] == [2]
+    assert {"load_data", "load_model", "pre", "edit", "post", "restore", "total"} <= set(saved["timings_s"])
+    assert saved["provenance"]["packages"]["torch"] and "hardware" in saved["provenance"]
+    assert not out.with_name("r.json.ckpt").exists()  # checkpoint removed once the result is written
+    assert all(torch.equal(p, before[n]) for n, p in tiny_lm.model.named_parameters())
+    assert result["metrics"] == saved["metrics"]
+
+
+def test_existing_output_needs_overwrite(tmp_path, loader):
+    out = tmp_path / "r.json"
+    out.write_text("{}")
+    with pytest.raises(ConfigError, match="--overwrite"):
+        Run(_cfg(), out, model_loader=loader)
+
+
+def test_resume_skips_finished_work(tmp_path, loader):
+    out = tmp_path / "r.json"
+    run = Run(_cfg(mode="sequential", batch_size=2), out, model_loader=loader)
+
+    boom = {"n": 0}
+    original = run._records
+
+    def failing(name, cases, fn, label, path=None):
+        if name == "post":
+            raise KeyboardInterrupt  # interrupted after editing
+        return original(name, cases, fn, label, path)
+
+    run._records = failing
+    with pytest.raises(KeyboardInterrupt):
+        run.execute()
+    assert (out.with_name("r.json.ckpt") / "edits" / "step_00001" / "done.json").exists()
+    with pytest.raises(ConfigError, match="--resume"):
+        Run(_cfg(mode="sequential", batch_size=2), out, model_loader=loader)
+    with pytest.raises(ConfigError, match="settings differ"):
+        Run(_cfg(mode="sequential", batch_size=2, seed=1), out, resume=True, model_loader=loader)
+    CALLS.clear()
+    resumed = Run(_cfg(mode="sequential", batch_size=2), out, resume=True, model_loader=loader).execute()
+    assert sum(CALLS) == 4  # only the post-edit evaluation ran again: pre-edit records came from the cache
+    assert resumed["restore_bit_exact"] and resumed["provenance"]["resumed"]
+    assert len(resumed["editor_stats"]) == 2
+
+
+def test_pre_edit_records_shared_between_editors(tmp_path, loader):
+    Run(_cfg(editor="none", hparam_overrides=()), tmp_path / "a.json", model_loader=loader).execute()
+    CALLS.clear()
+    Run(_cfg(), tmp_path / "b.json", model_loader=loader).execute()
+    assert sum(CALLS) == 4  # ft reused none's unedited-model records; only its post-edit evaluation ran
+
+
+def test_bad_config_errors():
+    with pytest.raises(ConfigError, match="did you mean 'memit'"):
+        _cfg(editor="memmit").validate()
+    with pytest.raises(ConfigError, match="--batch-size"):
+        _cfg(mode="sequential").validate()
+    with pytest.raises(ConfigError, match="unknown mode"):
+        _cfg(mode="stream").validate()
+
+
+def test_unique_requests_dedupes_shared_rewrites():
+    shared = EditRequest("{} is in", "X", "Y")
+    cases = [EditCase("a", "t", (shared,)), EditCase("b", "t", (shared, EditRequest("{} is in", "Z", "W")))]
+    assert [r.subject for r in unique_requests(cases)] == ["X", "Z"]
