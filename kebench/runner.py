@@ -134,7 +134,8 @@ class Run:
         self.resumed = False
         if overwrite and self.ckpt.exists():
             shutil.rmtree(self.ckpt)
-        if self.ckpt.exists() and state_file.exists():
+        has_progress = self.ckpt.exists() and any(p.name != "config.json" for p in self.ckpt.iterdir())
+        if has_progress and state_file.exists():
             if not resume:
                 raise ConfigError(
                     f"an interrupted run exists at {self.ckpt}; pass --resume to continue it or --overwrite to start over"

@@ -1,0 +1,111 @@
+"""The CLI as a user meets it: one-line errors, compare tables, the report gate's exit status."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from kebench.cli import app
+
+runner = CliRunner()
+
+
+def _result(path, editor, efficacy, neighbourhood, dataset="counterfact", scale=20):
+    post = {"efficacy_success": efficacy, "paraphrase_success": 0.5, "neighbourhood_success": neighbourhood, "score": 0.5}
+    data = {
+        "schema_version": 1,
+        "editor": editor,
+        "run": {"dataset": dataset, "n_cases": scale, "mode": "batch", "batch_size": None, "model": None, "seed": 0},
+        "metrics": {"pre": {k: 0.4 for k in post}, "post": post},
+        "timings_s": {"total": 12.0},
+        "seconds_per_edit": 0.5,
+    }
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _kebench(*args):
+    """Run the real console entry point (errors must be one line on stderr, exit 2)."""
+    return subprocess.run([sys.executable, "-c", "from kebench.cli import main; main()", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "--editor", "memmit", "--dataset", "counterfact"], "unknown editor 'memmit'; did you mean 'memit'?"),
+        (["run", "--editor", "none", "--dataset", "zsr"], "unknown dataset 'zsr'"),
+        (["run", "--editor", "none", "--dataset", "counterfact", "--scale", "2", "--model", "/nope/model"], "does not exist"),
+        (["run", "--editor", "none", "--dataset", "counterfact", "--mode", "sequential"], "--batch-size"),
+        (["compare", "/nope.json"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_line(args, message, tmp_path):
+    if args[0] == "run":
+        args = [*args, "--out", str(tmp_path / "r.json")]
+    proc = _kebench(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_scale_above_dataset_size_is_one_line(tmp_path):
+    proc = _kebench("run", "--editor", "none", "--dataset", "mquake", "--scale", "5000", "--out", str(tmp_path / "x.json"))
+    assert proc.returncode == 2 and "exceeds the 329 cases" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cuda_absent_is_one_line(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    proc = _kebench("run", "--editor", "none", "--dataset", "mquake", "--scale", "2", "--device", "cuda", "--out", str(tmp_path / "x.json"))
+    assert proc.returncode == 2 and "CUDA requested but not available" in proc.stderr
+
+
+def test_compare_shows_all_runs(tmp_path):
+    a = _result(tmp_path / "a.json", "none", 0.5, 0.8)
+    b = _result(tmp_path / "b.json", "memit", 0.95, 0.78)
+    res = runner.invoke(app, ["compare", str(a), str(b), "--markdown", str(tmp_path / "t.md")])
+    assert res.exit_code == 0, res.output
+    assert "memit" in res.output and "none" in res.output
+    md = (tmp_path / "t.md").read_text()
+    assert "| memit | counterfact | 20 | batch | 95.0 (40.0)" in md
+
+
+def test_report_gate_passes_within_tolerance_and_fails_beyond(tmp_path):
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "cand").mkdir()
+    _result(tmp_path / "ref" / "m.json", "memit", 0.95, 0.80)
+    _result(tmp_path / "cand" / "m.json", "memit", 0.94, 0.80)
+    ok = runner.invoke(app, ["report", "--baseline", str(tmp_path / "ref"), "--candidate", str(tmp_path / "cand")])
+    assert ok.exit_code == 0 and "**PASS**" in ok.output
+    _result(tmp_path / "cand" / "m.json", "memit", 0.95, 0.70)
+    bad = runner.invoke(app, ["report", "--baseline", str(tmp_path / "ref"), "--candidate", str(tmp_path / "cand")])
+    assert bad.exit_code == 1 and "REGRESSION" in bad.output and "neighbourhood_success" in bad.output
+    loose = runner.invoke(
+        app, ["report", "--baseline", str(tmp_path / "ref"), "--candidate", str(tmp_path / "cand"), "--tolerance", "0.2"]
+    )
+    assert loose.exit_code == 0
+
+
+def test_report_fails_when_a_reference_run_has_no_candidate(tmp_path):
+    ref = _result(tmp_path / "r.json", "memit", 0.9, 0.8)
+    cand = _result(tmp_path / "c.json", "memit", 0.9, 0.8, dataset="counterfact-rome")
+    res = runner.invoke(app, ["report", "--baseline", str(ref), "--candidate", str(cand)])
+    assert res.exit_code == 1 and "NO CANDIDATE" in res.output
+
+
+def test_list_names_editors_and_datasets():
+    res = runner.invoke(app, ["list"])
+    assert res.exit_code == 0
+    for name in ("memit", "alphaedit", "meg", "ft", "counterfact", "zsre", "mquake"):
+        assert name in res.output
+
+
+def test_help_documents_run_options():
+    res = runner.invoke(app, ["run", "--help"])
+    assert res.exit_code == 0 and "--resume" in res.output and "--batch-size" in res.output
