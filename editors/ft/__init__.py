@@ -17,7 +17,8 @@ from kebench.data.case import EditRequest
 from kebench.editor import EditHandle, Editor, HParams, WeightEditHandle, check_finite, register_editor
 from kebench.models.loaded import LoadedModel
 from kebench.progress import progress_bar
-from kebench.tokens import encode_prompt_targets, target_nll
+from kebench.hooks import block_list, capture_block_output, head_at, replay_from
+from kebench.tokens import encode_prompt_targets
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,14 @@ class FTEditor(Editor):
         opt = torch.optim.Adam(weights, lr=hp.lr)
         batch = encode_prompt_targets(lm.tokenizer, [r.text for r in requests], [r.target_new for r in requests])
         batch = batch.to(lm.device)
+        # Nothing below the lowest tuned layer changes: compute its input once and replay it.
+        bottom = min(hp.layers)
+        blocks, _ = block_list(lm.model, lm.adapter.layer_name(0))
+        cached, tuple_out = (
+            capture_block_output(lm.model, blocks, bottom - 1, batch.input_ids, batch.attention_mask)
+            if bottom > 0
+            else (None, False)
+        )
         n = len(requests)
         t0 = time.perf_counter()
         losses: list[float] = []
@@ -60,8 +69,7 @@ class FTEditor(Editor):
                     for start in range(0, n, hp.batch_size):
                         idx = order[start : start + hp.batch_size].to(lm.device)
                         opt.zero_grad(set_to_none=True)
-                        logits = lm.model(input_ids=batch.input_ids[idx], attention_mask=batch.attention_mask[idx]).logits
-                        loss = target_nll(logits, batch.labels[idx]).mean()
+                        loss = self._loss(lm, batch, idx, blocks, bottom, cached, tuple_out)
                         check_finite("ft loss", loss)
                         loss.backward()
                         opt.step()
@@ -77,3 +85,21 @@ class FTEditor(Editor):
                 w.grad = None
         handle.stats = {"loss_first": losses[0], "loss_last": losses[-1], "fit_seconds": time.perf_counter() - t0}
         return handle
+
+    @staticmethod
+    def _loss(lm, batch, idx, blocks, bottom, cached, tuple_out) -> torch.Tensor:
+        """Mean target NLL of rows `idx`, running only the blocks from `bottom` up and the LM head
+        only at positions that predict a target token."""
+        labels = batch.labels[idx]
+        rows, cols = torch.nonzero(labels[:, 1:] != -100, as_tuple=True)
+        inputs = {"input_ids": batch.input_ids[idx], "attention_mask": batch.attention_mask[idx]}
+        with head_at(lm.model, rows, cols):
+            if cached is None:
+                logits = lm.model(**inputs, use_cache=False).logits
+            else:
+                with replay_from(blocks, bottom - 1, lambda: cached[idx], tuple_out):
+                    logits = lm.model(**inputs, use_cache=False).logits
+        nll = torch.nn.functional.cross_entropy(logits.float(), labels[rows, cols + 1], reduction="none")
+        per_row = torch.zeros(len(idx), device=nll.device).index_add(0, rows, nll)
+        counts = torch.zeros(len(idx), device=nll.device).index_add(0, rows, torch.ones_like(nll))
+        return (per_row / counts.clamp(min=1)).mean()

@@ -122,6 +122,9 @@ def load_model(name: str | None, *, device: str = "cpu", dtype: str = "float32",
     HF folder, a .gguf file, or a hub id. `cache_dir` overrides $KEBENCH_CACHE (~/.cache/kebench).
     """
     dev, torch_dtype = resolve_device(device), resolve_dtype(dtype)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # kebench shows its own progress; per-tensor bars only add noise
     if name is None or name == "default":
         model, tokenizer, folder = _load_default(torch_dtype, cache_dir)
         name, source = "default", str(folder)
