@@ -147,6 +147,50 @@ def report(
         raise typer.Exit(1)
 
 
+def _parse_layers(text: str) -> list[int]:
+    """'4-8' or '4,5,6' -> [4, 5, ...]."""
+    try:
+        if "-" in text:
+            lo, hi = text.split("-", 1)
+            return list(range(int(lo), int(hi) + 1))
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise KebenchError(f"cannot read layers {text!r}; write e.g. 4-8 or 4,6,8") from None
+
+
+@app.command()
+def stats(
+    layers: Annotated[Optional[str], typer.Option(help="Layers, e.g. 4-8 or 4,6,8 (default: the editor's layers).")] = None,
+    editor: Annotated[str, typer.Option(help="Take the layers and token budget from this editor's defaults.")] = "memit",
+    model: Annotated[Optional[str], typer.Option(help="Hub id, HF folder or .gguf (default: embedded model).")] = None,
+    n_tokens: Annotated[Optional[int], typer.Option(help="Token budget over the WikiText corpus.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
+    list_cached: Annotated[bool, typer.Option("--list", help="List the cached statistics files and exit.")] = False,
+) -> None:
+    """Precompute (and cache) the MLP-key covariance statistics MEMIT and AlphaEdit need."""
+    import time
+
+    from kebench.editor import EDITORS
+    from kebench.models.load import load_model
+    from kebench.stats import iter_cached, layer_covariance
+
+    if list_cached:
+        for path in iter_cached():
+            console.print(str(path))
+        return
+    hp = EDITORS.get(editor).default_hparams(model or "default")
+    chosen = _parse_layers(layers) if layers else list(getattr(hp, "layers", ()))
+    if not chosen:
+        raise KebenchError(f"editor {editor!r} has no layers; pass --layers")
+    budget = n_tokens or getattr(hp, "stats_n_tokens", None)
+    lm = load_model(model, device=device)
+    t0 = time.perf_counter()
+    covs = layer_covariance(lm, chosen, **({"n_tokens": budget} if budget else {}))
+    for layer, cov in covs.items():
+        console.print(f"layer {layer}: covariance {tuple(cov.shape)} {cov.dtype}, trace {float(cov.trace()):.4g}")
+    console.print(f"{time.perf_counter() - t0:.1f}s (cached files: `kebench stats --list`)")
+
+
 @app.command("list")
 def list_() -> None:
     """Editors, datasets and models kebench knows."""

@@ -86,6 +86,22 @@ def _condition(condition: Condition | None, prompts: Sequence[str]) -> AbstractC
     return contextlib.nullcontext() if condition is None else condition(list(prompts))
 
 
+@contextlib.contextmanager
+def _evaluating(model: torch.nn.Module):
+    """No gradients and no dropout while measuring, whatever mode an editor left the model in.
+
+    `no_grad` rather than `inference_mode`: tensors a conditioning editor creates here may
+    later be used where autograd is on, which inference tensors forbid.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
 def _by_length(lengths: Sequence[int]) -> list[int]:
     """Indices longest first, so each batch holds similar lengths (little padding)."""
     return sorted(range(len(lengths)), key=lambda i: -lengths[i])
@@ -136,7 +152,7 @@ def score_targets(
     head = model.get_output_embeddings()
     device, pad = lm.device, _pad_id(tok)
 
-    with torch.inference_mode():
+    with _evaluating(model):
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             seqs = [encoded[i][0] + encoded[i][1] for i in batch]
@@ -218,7 +234,7 @@ def greedy_generate(
     config = _generation_config(model, tok, max_new_tokens, pad)
     results: list[str | None] = [None] * len(encoded)
 
-    with torch.inference_mode():
+    with _evaluating(model):
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             width = max(len(encoded[i]) for i in batch)

@@ -14,7 +14,7 @@ from kebench.errors import DataError
 from kebench.models.loaded import LoadedModel
 from kebench.scoring import encode_prompt, encode_target, greedy_generate, score_targets
 
-MODEL_DIR = Path("/work/shared/models/smollm2-135m-instruct")
+from tests.conftest import TOKENIZER_DIR as MODEL_DIR  # the tokenizer shipped in the package
 
 PROMPTS = [
     "The capital of France is",
@@ -202,3 +202,18 @@ def test_real_model_knows_paris():
     (text,) = greedy_generate(lm, ["The capital of France is"], max_new_tokens=5)
     assert text.strip().startswith("Paris")
     assert time.monotonic() - start < 60
+
+
+def test_scoring_runs_in_eval_mode_and_restores_training_flag(tokenizer):
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, attention_dropout=0.5,
+    )
+    model = LlamaForCausalLM(config).train()  # as an editor that fine-tuned might leave it
+    lm = LoadedModel(model, tokenizer, "tiny", "0" * 64)
+    a = score_targets(lm, PROMPTS, TARGETS)
+    b = score_targets(lm, PROMPTS, TARGETS)
+    assert [s.token_logprobs for s in a] == [s.token_logprobs for s in b]  # no dropout noise
+    assert model.training
+    assert all(p.grad is None for p in model.parameters())

@@ -15,7 +15,10 @@ from kebench.data.case import EditCase, EditRequest, Probe
 from kebench.data.fields import Fields
 from kebench.data.prompts import apply_template, subject_slot
 
-ZSRE_TEMPLATE = "Question: {}\nAnswer:"
+# MeG's short-answer template (its Llama-3 variant). On SmolLM2-Instruct, "Question: {}\nAnswer:"
+# makes the model end its turn at once (first token <|im_end|>) on many questions; this one gets
+# short direct answers ("Volvo B12M", "Ramalinaceae") more often.
+ZSRE_TEMPLATE = "Answer the following question in less than 5 words: {}\nAnswer:"
 
 MEND_EXPECTED = (
     "zsRE MEND format (subject, src, alt, answers, rephrase, loc, loc_ans, optional portability "

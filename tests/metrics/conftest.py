@@ -14,7 +14,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from kebench.models.loaded import LoadedModel
 from kebench.scoring import encode_target
 
-MODEL_DIR = Path("/work/shared/models/smollm2-135m-instruct")
+from tests.conftest import TOKENIZER_DIR as MODEL_DIR  # the tokenizer shipped in the package
 
 
 @pytest.fixture(scope="session")

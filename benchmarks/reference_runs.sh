@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Reproduce the published results in results/: each job is `kebench run` with --resume, so the
+# script can be interrupted and started again. Usage: bash benchmarks/reference_runs.sh [JOBFILE]
+# A job line: <editor> <dataset> <scale> [extra kebench run options...]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+jobs_file="${1:-benchmarks/reference_jobs.txt}"
+while read -r editor dataset scale extra; do
+  [[ -z "$editor" || "$editor" == \#* ]] && continue
+  tag=$(echo "$extra" | sed -E 's/--mode sequential --batch-size ([0-9]+)/seq-b\1/; s/--hparam ([a-z_]+)=([^ ]+)/\1-\2/g; s/ +/_/g')
+  out="results/smollm2-135m/${dataset}/${editor}-n${scale}${tag:+-$tag}.json"
+  [[ -f "$out" ]] && { echo "done: $out"; continue; }
+  echo "$(date -u +%H:%M:%S) start: $out"
+  # shellcheck disable=SC2086
+  kebench run --editor "$editor" --dataset "$dataset" --scale "$scale" --out "$out" --resume --quiet $extra \
+    || echo "FAILED: $out"
+done < "$jobs_file"
