@@ -99,29 +99,36 @@ def _print_summary(result: dict) -> None:
 @app.command()
 def compare(
     results: Annotated[list[Path], typer.Argument(help="Results files or folders of them.")],
-    markdown: Annotated[Optional[Path], typer.Option(help="Also write the table as markdown here.")] = None,
+    markdown: Annotated[Optional[Path], typer.Option(help="Also write the tables as markdown here.")] = None,
 ) -> None:
-    """Show several results side by side (editors x suites x scales)."""
+    """Show several results side by side: one table per suite, a row per editor / scale / mode."""
+    from itertools import groupby
+
     from kebench.compare import expand_paths, headline_metrics, load_result
     from kebench.io import atomic_write_text
 
     summaries = sorted(
         (load_result(p) for p in expand_paths(results)), key=lambda s: (s.dataset, s.scale, s.mode, s.editor)
     )
-    cols = headline_metrics(summaries)
-    table = Table(title="kebench comparison (edited; unedited in brackets; %)")
-    for c in ("editor", "suite", "n", "mode", *cols, "s/edit", "total s"):
-        table.add_column(c, justify="left" if c in ("editor", "suite", "mode") else "right")
-    md = ["| " + " | ".join(("editor", "suite", "n", "mode", *cols, "s/edit", "total s")) + " |"]
-    md.append("|" + "---|" * (len(cols) + 6))
-    for s in summaries:
-        cells = [f"{_pct(s.post.get(c))} ({_pct(s.pre.get(c))})" if c in s.post else "–" for c in cols]
-        row = [s.editor, s.dataset, str(s.scale), s.mode, *cells, f"{s.seconds_per_edit:.2f}", f"{s.total_seconds:.0f}"]
-        table.add_row(*row)
-        md.append("| " + " | ".join(row) + " |")
-    console.print(table)
+    md: list[str] = []
+    for dataset, group in groupby(summaries, key=lambda s: s.dataset):
+        runs = list(group)
+        cols = headline_metrics(runs)
+        names = [c.removesuffix("_success") for c in cols]
+        header = ("editor", "n", "mode", *names, "s/edit", "total s")
+        table = Table(title=f"{dataset}: edited (unedited), %")
+        for c in header:
+            table.add_column(c, justify="left" if c in ("editor", "mode") else "right")
+        md += [f"### {dataset}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for s in runs:
+            cells = [f"{_pct(s.post.get(c))} ({_pct(s.pre.get(c))})" if c in s.post else "–" for c in cols]
+            row = [s.editor, str(s.scale), s.mode, *cells, f"{s.seconds_per_edit:.2f}", f"{s.total_seconds:.0f}"]
+            table.add_row(*row)
+            md.append("| " + " | ".join(row) + " |")
+        md.append("")
+        console.print(table)
     if markdown:
-        atomic_write_text(markdown, "\n".join(md) + "\n")
+        atomic_write_text(markdown, "\n".join(md))
         console.print(f"markdown: {markdown}")
 
 
@@ -145,6 +152,19 @@ def report(
     print(text)
     if regressions or missing:
         raise typer.Exit(1)
+
+
+@app.command()
+def plot(
+    results: Annotated[list[Path], typer.Argument(help="Results files or folders of them.")],
+    out: Annotated[Path, typer.Option(help="Folder for the PNG files.")] = Path("runs/plots"),
+) -> None:
+    """Scaling curves (metric vs edit count per editor; seconds per edit vs edit count) as PNG."""
+    from kebench.compare import expand_paths, load_result
+    from kebench.plot import plot_scaling
+
+    for path in plot_scaling([load_result(p) for p in expand_paths(results)], out):
+        console.print(f"wrote {path}")
 
 
 def _parse_layers(text: str) -> list[int]:

@@ -67,7 +67,13 @@ def expand_paths(paths: list[Path]) -> list[Path]:
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*.json") if not q.name.startswith(".")))
+            out.extend(
+                sorted(
+                    q
+                    for q in p.rglob("*.json")
+                    if not q.name.startswith(".") and not any(part.endswith(".ckpt") for part in q.parts)
+                )
+            )
         else:
             out.append(p)
     if not out:

@@ -73,7 +73,7 @@ def test_compare_shows_all_runs(tmp_path):
     assert res.exit_code == 0, res.output
     assert "memit" in res.output and "none" in res.output
     md = (tmp_path / "t.md").read_text()
-    assert "| memit | counterfact | 20 | batch | 95.0 (40.0)" in md
+    assert "### counterfact" in md and "| memit | 20 | batch | 95.0 (40.0)" in md
 
 
 def test_report_gate_passes_within_tolerance_and_fails_beyond(tmp_path):
@@ -109,3 +109,12 @@ def test_list_names_editors_and_datasets():
 def test_help_documents_run_options():
     res = runner.invoke(app, ["run", "--help"])
     assert res.exit_code == 0 and "--resume" in res.output and "--batch-size" in res.output
+
+
+def test_plot_writes_one_png_per_suite(tmp_path):
+    for editor, n, eff in [("memit", 10, 0.9), ("memit", 100, 0.8), ("none", 10, 0.3)]:
+        p = _result(tmp_path / f"{editor}{n}.json", editor, eff, 0.8, scale=n)
+    res = runner.invoke(app, ["plot", str(tmp_path), "--out", str(tmp_path / "plots")])
+    assert res.exit_code == 0, res.output
+    png = tmp_path / "plots" / "scaling_counterfact.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
