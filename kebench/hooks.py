@@ -133,11 +133,9 @@ def block_list(model: nn.Module, layer_name: str) -> tuple[nn.ModuleList, int]:
 
 
 @torch.no_grad()
-def capture_block_output(
-    model: nn.Module, blocks: nn.ModuleList, layer: int, input_ids: torch.Tensor, attention_mask: torch.Tensor
-) -> tuple[torch.Tensor, bool]:
-    """Output of `blocks[layer]` for a batch (to replay later) and whether blocks return tuples;
-    the forward stops right after that block."""
+def capture_block_output(model: nn.Module, blocks: nn.ModuleList, layer: int, **inputs: Any) -> tuple[torch.Tensor, bool]:
+    """Output of `blocks[layer]` for a batch (to replay later with `replay_from`) and whether
+    blocks return tuples; the forward stops right after that block."""
     seen: dict[str, Any] = {}
 
     def keep(_module: nn.Module, _args: tuple, output: Any) -> None:
@@ -146,5 +144,8 @@ def capture_block_output(
         raise StopForward
 
     with hooks(blocks[layer].register_forward_hook(keep)):
-        run_until_stopped(model, input_ids=input_ids, attention_mask=attention_mask)
+        try:
+            model(**inputs)
+        except StopForward:
+            pass
     return seen["h"], bool(seen["tuple"])

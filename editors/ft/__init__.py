@@ -54,7 +54,9 @@ class FTEditor(Editor):
         bottom = min(hp.layers)
         blocks, _ = block_list(lm.model, lm.adapter.layer_name(0))
         cached, tuple_out = (
-            capture_block_output(lm.model, blocks, bottom - 1, batch.input_ids, batch.attention_mask)
+            capture_block_output(
+                lm.model, blocks, bottom - 1, input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
+            )
             if bottom > 0
             else (None, False)
         )

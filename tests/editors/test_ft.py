@@ -44,7 +44,7 @@ def test_replayed_loss_matches_full_forward(tiny_lm):
     blocks, _ = block_list(tiny_lm.model, tiny_lm.adapter.layer_name(0))
     idx = torch.tensor([1, 0])
     full = FTEditor._loss(tiny_lm, b, idx, blocks, 0, None, False)
-    cached, tuple_out = capture_block_output(tiny_lm.model, blocks, 1, b.input_ids, b.attention_mask)
+    cached, tuple_out = capture_block_output(tiny_lm.model, blocks, 1, input_ids=b.input_ids, attention_mask=b.attention_mask)
     replayed = FTEditor._loss(tiny_lm, b, idx, blocks, 2, cached, tuple_out)
     with torch.no_grad():
         logits = tiny_lm.model(input_ids=b.input_ids[idx], attention_mask=b.attention_mask[idx]).logits

@@ -1,0 +1,112 @@
+"""MeG end to end on tiny models: registered, gated, exact when off, restorable, save/load identical."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from kebench.data import load_cases
+from kebench.editor import EDITORS
+from kebench.errors import ConfigError, DataError
+from kebench.models.load import default_encoder_path
+from kebench.models.loaded import exact_checksum
+from kebench.scoring import score_targets
+from editors.meg import MeGEditor, MeGHandle, MeGHParams
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory):
+    """A random 2-layer BERT (d=32) saved with the real MiniLM tokenizer."""
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tok = AutoTokenizer.from_pretrained(default_encoder_path())
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
+    BertModel(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def cases():
+    return load_cases("counterfact")[:4]
+
+
+@pytest.fixture
+def lm(tiny_lm, tmp_path, monkeypatch):
+    monkeypatch.setenv("KEBENCH_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(1)
+    torch.nn.init.normal_(tiny_lm.model.lm_head.weight, std=1.0)  # lets a d=32 model state targets confidently
+    return tiny_lm
+
+
+def small(encoder_dir: str, **kw) -> MeGHParams:
+    base = dict(
+        layer=2, context_prefixes=(), encoder=encoder_dir, encoder_pooling="mean", encoder_pairs=64, encoder_steps=3,
+        encoder_batch_size=16, familiarity_steps=400, familiarity_negatives=200, familiarity_hidden=128,
+        familiarity_lr=3e-3, diffusion_steps=40, diffusion_hidden=32, diffusion_depth=1, diffusion_patch=16,
+        fit_max_steps=150, augment_prefixes=("Fact: ",),
+    )
+    return MeGHParams(**{**base, **kw})
+
+
+def _scores(lm, prompts, targets, cond=None):
+    return [s.token_logprobs for s in score_targets(lm, prompts, targets, condition=cond)]
+
+
+def test_registered_with_per_model_defaults():
+    assert EDITORS.get("meg") is MeGEditor
+    assert MeGEditor.default_hparams("default").layer == 20
+    assert MeGEditor.default_hparams("meta-llama/Meta-Llama-3-8B-Instruct").layer == 14
+    with pytest.raises(ConfigError):
+        MeGHParams(generator="gan")
+
+
+def test_knn_meg_states_the_edits_gates_unrelated_prompts_and_restores(lm, cases, encoder_dir):
+    original = exact_checksum(lm.model)
+    reqs = [c.request for c in cases]
+    prompts, targets = [c.prompt for c in cases], [c.target_new for c in cases]
+    unrelated = ["The Eiffel Tower is made of", "Bananas are usually coloured"]
+    before = _scores(lm, prompts + unrelated, targets + ["iron", "yellow"])
+    handle = MeGEditor(small(encoder_dir, generator="knn", familiarity_alpha=0.0)).apply(lm, reqs)
+    assert isinstance(handle, MeGHandle)
+    s = handle.stats
+    assert s["oracle_efficacy"] == 1.0 and s["fit_converged"] == 1.0 and s["fire_rate_requests"] == 1.0
+    assert s["generated_efficacy"] == 1.0 and s["false_fire_heldout"] == 0.0
+    assert {"fit", "encoder", "familiarity", "generator"} <= set(s["seconds"])
+    fire, _ = handle.fires(handle.encoder.encode(unrelated))
+    assert not fire.any()
+    after = score_targets(lm, prompts + unrelated, targets + ["iron", "yellow"], condition=handle.conditioning)
+    assert all(all(r.token_correct) for r in after[:4])
+    assert [r.token_logprobs for r in after[4:]] == before[4:]  # gate closed: bit-identical
+    handle.restore()
+    assert exact_checksum(lm.model) == original
+    assert _scores(lm, prompts, targets, handle.conditioning) == before[:4]
+
+
+def test_always_fire_ablation_and_oracle_generator(lm, cases, encoder_dir):
+    reqs = [c.request for c in cases]
+    handle = MeGEditor(small(encoder_dir, generator="oracle", use_familiarity=False)).apply(lm, reqs)
+    fire, _ = handle.fires(handle.encoder.encode(["anything at all"]))
+    assert fire.all() and handle.familiarity is None
+    assert handle.stats["generated_efficacy"] == 1.0
+    handle.restore()
+
+
+def test_save_load_gives_identical_outputs(lm, cases, encoder_dir, tmp_path):
+    reqs = [c.request for c in cases]
+    editor = MeGEditor(small(encoder_dir))
+    handle = editor.apply(lm, reqs)
+    probes = [c.prompt for c in cases] + list(cases[0].paraphrases) + ["The Eiffel Tower is made of"]
+    targets = [c.target_new for c in cases] + [cases[0].target_new] * len(cases[0].paraphrases) + ["iron"]
+    first = _scores(lm, probes, targets, handle.conditioning)
+    editor.save_edits(handle, tmp_path / "edits")
+    handle.restore()
+    loaded = MeGEditor().load_edits(lm, tmp_path / "edits")
+    assert loaded.tau == handle.tau and loaded.stats["n_edits"] == 4
+    assert _scores(lm, probes, targets, loaded.conditioning) == first
+    loaded.restore()
+    with pytest.raises(DataError, match="meg.json"):
+        MeGEditor().load_edits(lm, tmp_path)

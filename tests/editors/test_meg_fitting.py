@@ -1,0 +1,83 @@
+"""Batched per-edit neuron fitting: reaches the targets, is independent per edit, never touches weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kebench.data.case import EditRequest
+from editors.meg.fitting import RowAdam, evaluate_neurons, fit_neurons
+from editors.meg.neuron import NeuronSpec
+
+REQUESTS = [
+    EditRequest("The capital of {} is", "France", "Rome", "Paris", "a"),
+    EditRequest("The mother tongue of {} is", "Danielle Darrieux", "English", "French", "b"),
+    EditRequest("{} plays the sport of", "Tiger Woods", "basketball", "golf", "c"),
+]
+
+
+@pytest.fixture
+def lm(tiny_lm):
+    # A random d=32 model needs a larger head to be able to state anything confidently.
+    torch.manual_seed(1)
+    torch.nn.init.normal_(tiny_lm.model.lm_head.weight, std=1.0)
+    return tiny_lm
+
+
+def test_fitting_reaches_every_target_and_reports_baseline(lm):
+    res = fit_neurons(lm, REQUESTS, NeuronSpec(32), layer=2, max_steps=150)
+    assert res.converged.all()
+    assert res.efficacy.all()
+    assert not res.baseline_efficacy.any()
+    assert (res.nll < 0.1).all() and (res.baseline_nll > 1).all()
+    assert res.summary()["oracle_efficacy"] == 1.0
+    ok, nll = evaluate_neurons(lm, REQUESTS, NeuronSpec(32), 2, res.vectors)
+    assert ok.all() and torch.allclose(nll, res.nll, atol=1e-4)
+
+
+def test_batched_fitting_equals_one_at_a_time(lm):
+    spec = NeuronSpec(32)
+    together = fit_neurons(lm, REQUESTS, spec, layer=1, max_steps=60)
+    for i, req in enumerate(REQUESTS):
+        alone = fit_neurons(lm, [req], spec, layer=1, max_steps=60)
+        assert int(alone.steps[0]) == int(together.steps[i])
+        assert torch.allclose(alone.vectors[0], together.vectors[i], atol=1e-4)
+
+
+def test_fitting_with_prefixes_and_activation_neuron(lm):
+    res = fit_neurons(lm, REQUESTS[:2], NeuronSpec(32, "silu"), layer=0, max_steps=150, context_prefixes=("Fact: ",))
+    assert res.vectors.shape == (2, 65)
+    assert res.efficacy.all()
+
+
+def test_weights_flags_and_grads_untouched(lm):
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    lm.model.lm_head.weight.requires_grad_(True)
+    fit_neurons(lm, REQUESTS[:1], NeuronSpec(32), layer=2, max_steps=5)
+    assert all(torch.equal(v, before[k]) for k, v in lm.model.state_dict().items())
+    assert lm.model.lm_head.weight.requires_grad
+    assert all(p.grad is None for p in lm.model.parameters())
+
+
+def test_unconverged_edits_are_kept_and_reported(lm):
+    res = fit_neurons(lm, REQUESTS, NeuronSpec(32), layer=2, max_steps=1, lr=1e-4)
+    assert not res.converged.any()
+    assert res.vectors.shape[0] == 3 and res.summary()["fit_failed"] == 3
+    assert (res.steps == 1).all()
+
+
+def test_zero_neurons_score_like_the_unedited_model(lm):
+    res = fit_neurons(lm, REQUESTS, NeuronSpec(32), layer=2, max_steps=0)
+    ok, nll = evaluate_neurons(lm, REQUESTS, NeuronSpec(32), 2, torch.zeros(3, 64))
+    assert torch.allclose(nll, res.baseline_nll, atol=1e-5)
+    assert torch.equal(ok, res.baseline_efficacy)
+
+
+def test_row_adam_only_moves_the_rows_it_steps():
+    params = torch.zeros(3, 4)
+    opt = RowAdam(params, lr=0.1)
+    opt.step(torch.ones(3, 4), torch.tensor([0, 2]))
+    opt.step(torch.ones(3, 4), torch.tensor([0]))
+    assert torch.equal(params[1], torch.zeros(4))
+    assert torch.allclose(params[0], torch.full((4,), -0.2), atol=1e-6)
+    assert torch.allclose(params[2], torch.full((4,), -0.1), atol=1e-6)
