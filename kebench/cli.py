@@ -205,7 +205,11 @@ def stats(
     budget = n_tokens or getattr(hp, "stats_n_tokens", None)
     lm = load_model(model, device=device)
     t0 = time.perf_counter()
-    covs = layer_covariance(lm, chosen, **({"n_tokens": budget} if budget else {}))
+    options = {"n_tokens": budget} if budget else {}
+    for name in ("seq_len", "corpus"):  # the editor's own settings, so its cache lookups hit these files
+        if getattr(hp, f"stats_{name}", None) is not None:
+            options[name] = getattr(hp, f"stats_{name}")
+    covs = layer_covariance(lm, chosen, **options)
     for layer, cov in covs.items():
         console.print(f"layer {layer}: covariance {tuple(cov.shape)} {cov.dtype}, trace {float(cov.trace()):.4g}")
     console.print(f"{time.perf_counter() - t0:.1f}s (cached files: `kebench stats --list`)")

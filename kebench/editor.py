@@ -139,6 +139,13 @@ class Editor(ABC):
             return cls.hparams_cls()
         return load_hparams(cls.hparams_cls, cls.config_dir, model_name)
 
+    def prepare(self, lm: LoadedModel) -> None:
+        """Load or compute what the editor needs from the UNEDITED model (statistics, prefixes).
+
+        The runner calls this before the first edit, also when a sequential run resumes with
+        earlier steps loaded back, so nothing is ever computed from an edited model by mistake.
+        """
+
     @abstractmethod
     def apply(self, lm: LoadedModel, requests: Sequence[EditRequest]) -> EditHandle:
         """Edit `lm.model` so it states every request's `target_new`; return the undo handle."""

@@ -201,6 +201,7 @@ class Run:
         stack = StackedHandle()
         applied: set[tuple[str, str, str]] = set()
         t0 = time.perf_counter()
+        editor.prepare(lm)  # before any step is applied or loaded back: the model is still unedited
         with progress_bar(f"editing ({editor.name}, {len(steps)} step{'s' * (len(steps) > 1)})", len(steps)) as bar:
             for k, step_cases in enumerate(steps):
                 step_dir = edit_dir / f"step_{k:05d}"

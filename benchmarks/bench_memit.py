@@ -1,0 +1,124 @@
+"""MEMIT cost on this machine: batched vs one-at-a-time target-value fitting, and key statistics.
+
+Same edits, same model, same process:
+  1. target values fitted for all edits in one batch, then one-edit-at-a-time
+     (v_edits_per_batch = n vs 1; each edit's optimisation is identical in both, see
+     editors/memit/values.py), each followed by the same MEMIT update; efficacy of both
+     (P(target_new) > P(target_true) by mean token NLL on the edit prompt);
+  2. key statistics computed from scratch (fresh cache directory) vs loaded from the cache.
+
+    python benchmarks/bench_memit.py results/bench_memit.json --edits 16 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from editors.memit import MEMITEditor
+from editors.memit.prompts import build_batch
+from editors.memit.update import spread_updates
+from editors.memit.values import fit_target_values
+from kebench.data.suites import load_cases
+from kebench.editor import WeightEditHandle
+from kebench.models.load import load_model
+from kebench.models.loaded import LoadedModel
+from kebench.scoring import score_targets
+from kebench.stats import layer_covariance
+
+
+def efficacy(lm: LoadedModel, requests) -> float:
+    prompts = [r.text for r in requests]
+    new = score_targets(lm, prompts, [r.target_new for r in requests])
+    true = score_targets(lm, prompts, [r.target_true for r in requests])
+    return 100.0 * sum(a.nll < b.nll for a, b in zip(new, true)) / len(requests)
+
+
+def fit_and_edit(lm: LoadedModel, editor: MEMITEditor, requests, edits_per_batch: int) -> dict:
+    hp = editor.hparams
+    batch = build_batch(lm.tokenizer, requests, editor.prefixes(lm))
+    values = fit_target_values(lm, batch, hp.layers[-1], dataclasses.replace(hp.value_config(), v_edits_per_batch=edits_per_batch))
+    handle = WeightEditHandle(lm.model, [lm.adapter.mlp_out_param_name(l) for l in hp.layers])
+    t0 = time.perf_counter()
+    spread_updates(lm, batch, values, hp.layers, editor.solver(lm), hp.rows_per_pass)
+    update_s = time.perf_counter() - t0
+    eff = efficacy(lm, requests)
+    handle.restore()
+    return {
+        "edits_per_batch": edits_per_batch,
+        "fit_seconds": round(values.seconds, 2),
+        "fit_seconds_per_edit": round(values.seconds / len(requests), 3),
+        "update_seconds": round(update_s, 2),
+        "efficacy": round(eff, 1),
+        **{k: round(v, 4) for k, v in values.stats().items()},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", type=Path, help="where to write the JSON results")
+    ap.add_argument("--model", default=None, help="model name/path (default: the embedded SmolLM2-135M)")
+    ap.add_argument("--suite", default="counterfact-rome")
+    ap.add_argument("--edits", type=int, default=16)
+    ap.add_argument("--stats-tokens", type=int, default=20_000, help="token budget of the timed statistics pass")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (1 is faster on a busy shared CPU)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    lm = load_model(args.model)
+    editor = MEMITEditor(MEMITEditor.default_hparams(lm.name))
+    hp = editor.hparams
+    requests = [c.request for c in load_cases(args.suite)[: args.edits]]
+    result: dict = {
+        "model": lm.name,
+        "weights_sha256": lm.weights_sha256,
+        "suite": args.suite,
+        "n_edits": len(requests),
+        "layers": list(hp.layers),
+        "torch_threads": torch.get_num_threads(),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "python": platform.python_version()},
+    }
+
+    # key statistics: from scratch vs from the cache
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        layer_covariance(lm, hp.layers, n_tokens=args.stats_tokens, seq_len=hp.stats_seq_len, cache_dir=tmp)
+        compute_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        layer_covariance(lm, hp.layers, n_tokens=args.stats_tokens, seq_len=hp.stats_seq_len, cache_dir=tmp)
+        load_s = time.perf_counter() - t0
+    result["stats"] = {
+        "n_tokens": args.stats_tokens,
+        "layers": list(hp.layers),
+        "compute_seconds": round(compute_s, 2),
+        "tokens_per_second": round(args.stats_tokens / compute_s, 1),
+        "cache_load_seconds": round(load_s, 3),
+    }
+    print(result["stats"], flush=True)
+
+    editor.covariance(lm)  # the editor's own statistics (cached on disk after the first run)
+    editor.prefixes(lm)
+    batched = fit_and_edit(lm, editor, requests, len(requests))
+    print("batched", batched, flush=True)
+    single = fit_and_edit(lm, editor, requests, 1)
+    print("one at a time", single, flush=True)
+    result["value_fitting"] = {
+        "batched": batched,
+        "one_at_a_time": single,
+        "speedup": round(single["fit_seconds"] / batched["fit_seconds"], 2),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

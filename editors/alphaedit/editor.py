@@ -1,0 +1,120 @@
+"""AlphaEdit (Fang et al., 2025): MEMIT's pipeline with the update projected onto the null space
+of the preserved keys, and earlier edits' keys kept so sequential edits do not undo them.
+
+The keys of applied edits (K_p K_pᵀ per layer) live on the editor instance, never in a
+module global: two editors never share them, `state_dict()` checkpoints them, and
+restoring an edit's handle takes its keys back out (a restored edit must not keep
+constraining later ones — batch-mode runs restore after every batch).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from editors.alphaedit.hparams import AlphaEditHParams
+from editors.alphaedit.null_space import null_space_projector
+from editors.alphaedit.update import alphaedit_delta
+from editors.memit.editor import LocateThenEditEditor
+from editors.memit.keys import edit_keys
+from editors.memit.prompts import EditBatch
+from editors.memit.update import Solver
+from kebench.editor import WeightEditHandle, register_editor
+from kebench.errors import ConfigError
+from kebench.models.loaded import LoadedModel
+
+
+class AlphaEditHandle(WeightEditHandle):
+    """Restores the weights and removes this edit's keys from the editor's accumulated keys."""
+
+    def __init__(self, editor: "AlphaEditEditor", model: torch.nn.Module, names: list[str]) -> None:
+        super().__init__(model, names)
+        self.editor = editor
+        self.added_keys: dict[int, torch.Tensor] = {}  # layer -> [n_cols, d_ff] keys recorded after the edit
+        self.n_edits = 0
+
+    def restore(self) -> None:
+        if not self._restored and self.added_keys:
+            self.editor.forget_keys(self.added_keys, self.n_edits)
+        super().restore()
+
+
+@register_editor
+class AlphaEditEditor(LocateThenEditEditor):
+    """ΔW = R Kᵀ P (K Kᵀ P + K_p K_pᵀ P + L2·I)⁻¹ at each edit layer."""
+
+    name: ClassVar[str] = "alphaedit"
+    hparams_cls: ClassVar[type[AlphaEditHParams]] = AlphaEditHParams
+    config_dir: ClassVar[Path | None] = Path(__file__).resolve().parent / "configs"
+    hparams: AlphaEditHParams
+
+    def __init__(self, hparams: AlphaEditHParams | None = None) -> None:
+        super().__init__(hparams)
+        self._projectors: dict[tuple[str, int], tuple[torch.Tensor, int]] = {}
+        self.prior_keys: dict[int, torch.Tensor] = {}  # layer -> K_p K_pᵀ (float64) of applied edits
+        self.n_prior_edits = 0
+
+    def projector(self, lm: LoadedModel, layer: int) -> tuple[torch.Tensor, int]:
+        """P for `layer` and the null space's dimension, computed once per model and layer."""
+        key = (lm.weights_sha256, layer)
+        if key not in self._projectors:
+            cov = self.covariance(lm, [layer])[layer]
+            self._projectors[key] = null_space_projector(cov, self.hparams.nullspace_threshold)
+        return self._projectors[key]
+
+    def solver(self, lm: LoadedModel) -> Solver:
+        hp = self.hparams
+
+        def solve(layer: int, keys: torch.Tensor, resid: torch.Tensor) -> torch.Tensor:
+            projector, _ = self.projector(lm, layer)
+            return alphaedit_delta(keys, resid, projector, self.prior_keys.get(layer), hp.L2)
+
+        return solve
+
+    def new_handle(self, lm: LoadedModel, names: list[str]) -> WeightEditHandle:
+        return AlphaEditHandle(self, lm.model, names)
+
+    def after_update(self, lm: LoadedModel, batch: EditBatch, handle: WeightEditHandle) -> None:
+        """Record the edited keys (read from the edited model, as the authors do) for later batches."""
+        assert isinstance(handle, AlphaEditHandle)
+        for layer in self.hparams.layers:
+            keys = edit_keys(lm, batch, layer, self.hparams.per_prefix_keys, self.hparams.rows_per_pass)
+            handle.added_keys[layer] = keys
+            self.prior_keys[layer] = self.prior_keys.get(layer, 0) + keys.T @ keys
+        self.n_prior_edits += batch.n_edits
+        handle.n_edits = batch.n_edits
+        handle.stats["null_space_dim"] = {l: self.projector(lm, l)[1] for l in self.hparams.layers}
+        handle.stats["n_prior_edits"] = self.n_prior_edits
+
+    def forget_keys(self, added: dict[int, torch.Tensor], n_edits: int) -> None:
+        """Undo `after_update` for one restored edit of `n_edits` requests."""
+        for layer, keys in added.items():
+            self.prior_keys[layer] = self.prior_keys[layer] - keys.T @ keys
+        self.n_prior_edits -= n_edits
+        if self.n_prior_edits <= 0:  # nothing left: drop the rounding residue too
+            self.prior_keys.clear()
+            self.n_prior_edits = 0
+
+    # -- checkpointing ------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        if self.prior_keys:
+            state["layers"] = list(self.hparams.layers)
+            state["prior_keys"] = {str(l): t.clone() for l, t in self.prior_keys.items()}
+            state["n_prior_edits"] = self.n_prior_edits
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if "prior_keys" not in state:
+            self.prior_keys, self.n_prior_edits = {}, 0
+            return
+        if list(state["layers"]) != list(self.hparams.layers):
+            raise ConfigError(
+                f"AlphaEdit checkpoint was made for layers {state['layers']}, not {list(self.hparams.layers)}; "
+                "resume with the same hyperparameters"
+            )
+        self.prior_keys = {int(l): t.to(torch.float64) for l, t in state["prior_keys"].items()}
+        self.n_prior_edits = int(state["n_prior_edits"])

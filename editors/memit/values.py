@@ -1,0 +1,223 @@
+"""Target values: the residual-stream change at the last edit layer that makes each edit true.
+
+For every edit, a vector δ is added to the output of block L at the subject's last token
+(in all of the edit's prefixed prompts and its KL prompt) and optimised so the model
+predicts `target_new` (MEMIT's z = h + δ). The loss per edit is
+
+    NLL(target | prefixed prompts)              mean over prefixes of the per-token NLL
+  + kl_factor · KL(p_δ ‖ p₀)                    at the last token of "{subject} is a" (MEMIT's direction)
+  + weight_decay · ‖δ‖ / ‖h‖²                   MEMIT's form (norm over squared norm)
+
+with ‖δ‖ clamped to clamp_norm_factor · ‖h‖ after each step (h: the unedited residual of
+the bare prompt).
+
+Efficiency, since this phase dominates editing time on a CPU:
+- edits are fitted together: one forward/backward for a whole batch, a [n_edits, d] δ in
+  which each row touches only its own edit's rows; Adam runs per row (own step count),
+  so batching changes nothing about each edit's trajectory;
+- an edit leaves the batch as soon as its target NLL is below `stop_nll` (early stop);
+- blocks 0..L run once without grad: their output is cached and replayed, so each step runs
+  only blocks L+1.. with grad w.r.t. δ alone (the model's parameters are frozen);
+- the LM head projects only the target and KL positions.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from kebench.hooks import block_hidden, block_list, frozen, head_at, hooks, replay_from
+from editors.memit.keys import mean_per_edit
+from editors.memit.prompts import EditBatch
+from kebench.editor import check_finite
+from kebench.models.loaded import LoadedModel
+from kebench.progress import progress_bar
+
+
+@dataclass(frozen=True)
+class ValueFitConfig:
+    """The knobs of the δ optimisation (names as in MEMIT's hparams)."""
+
+    v_lr: float = 0.5
+    v_num_grad_steps: int = 25
+    v_weight_decay: float = 0.5
+    kl_factor: float = 0.0625
+    clamp_norm_factor: float = 0.75
+    v_stop_nll: float = 0.05  # per-token target NLL at which an edit counts as reached
+    v_edits_per_batch: int = 32
+
+
+@dataclass
+class TargetValues:
+    """Fitted residual deltas at layer `layer`, per edit, and what fitting them took."""
+
+    layer: int
+    delta: torch.Tensor  # [n_edits, d] wanted change of block L's output at the lookup
+    row_h: torch.Tensor  # [n_rows, d] unedited block-L output at each row's lookup (KL rows too)
+    converged: torch.Tensor  # [n_edits] bool: target NLL fell below v_stop_nll
+    steps: torch.Tensor  # [n_edits] gradient steps taken
+    nll_start: torch.Tensor  # [n_edits] target NLL before fitting
+    nll_end: torch.Tensor  # [n_edits] target NLL at the last evaluated step
+    seconds: float
+
+    def stats(self) -> dict[str, float]:
+        return {
+            "v_converged_frac": float(self.converged.float().mean()),
+            "v_mean_steps": float(self.steps.float().mean()),
+            "v_nll_start": float(self.nll_start.mean()),
+            "v_nll_end": float(self.nll_end.mean()),
+            "v_delta_norm": float(self.delta.norm(dim=1).mean()),
+        }
+
+
+class RowAdam:
+    """Adam over the rows of one matrix, each row with its own step count.
+
+    Rows not being updated keep their moments untouched; a batch then behaves exactly like
+    independent optimisations (torch's Adam would move idle rows on stale momentum).
+    """
+
+    def __init__(self, shape: tuple[int, int], lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.lr, (self.b1, self.b2), self.eps = lr, betas, eps
+        self.m = torch.zeros(shape)
+        self.v = torch.zeros(shape)
+        self.t = torch.zeros(shape[0])
+
+    def step(self, param: torch.Tensor, grad: torch.Tensor, rows: torch.Tensor) -> None:
+        self.t[rows] += 1
+        t = self.t[rows][:, None]
+        self.m[rows] = self.b1 * self.m[rows] + (1 - self.b1) * grad
+        self.v[rows] = self.b2 * self.v[rows] + (1 - self.b2) * grad * grad
+        m_hat = self.m[rows] / (1 - self.b1**t)
+        v_hat = self.v[rows] / (1 - self.b2**t)
+        param[rows] -= self.lr * m_hat / (v_hat.sqrt() + self.eps)
+
+
+def fit_target_values(lm: LoadedModel, batch: EditBatch, layer: int, cfg: ValueFitConfig) -> TargetValues:
+    """Fit δ for every edit of `batch` at the output of block `layer`, `v_edits_per_batch` at a time."""
+    start = time.perf_counter()
+    n, d = batch.n_edits, lm.adapter.hidden_size
+    out = TargetValues(
+        layer, torch.zeros(n, d), torch.zeros(len(batch.edit), d), torch.zeros(n, dtype=torch.bool),
+        torch.zeros(n, dtype=torch.long), torch.zeros(n), torch.zeros(n), 0.0,
+    )
+    size = max(1, cfg.v_edits_per_batch)
+    with frozen(lm.model), progress_bar(f"fitting target values at layer {layer}", n) as bar:
+        for first in range(0, n, size):
+            edits = torch.arange(first, min(n, first + size))
+            _fit_group(lm, batch, edits, layer, cfg, out)
+            bar.advance(len(edits))
+    out.seconds = time.perf_counter() - start
+    return out
+
+
+def _fit_group(
+    lm: LoadedModel, full: EditBatch, edits: torch.Tensor, layer: int, cfg: ValueFitConfig, out: TargetValues
+) -> None:
+    model, dev = lm.model, lm.device
+    batch = full.select(edits)
+    rows_full = full.rows_of(edits)
+    blocks, index = block_list(model, lm.adapter.layer_name(layer))
+    h, tuple_out, logp0 = _reference_pass(lm, batch, layer)
+    out.row_h[rows_full] = h[torch.arange(len(batch.edit), device=dev), batch.lookup.to(dev)].float().cpu()
+
+    rw = batch.rewrite_rows
+    first_row = torch.full((batch.n_edits,), len(batch.edit), dtype=torch.long)
+    first_row.scatter_reduce_(0, batch.edit[rw], rw, reduce="amin")  # bare-prompt row of each edit
+    h_norm = out.row_h[rows_full[first_row]].norm(dim=1)  # ‖h‖ of the unedited bare prompt
+    n_tgt = batch.n_target_tokens().clamp(min=1).float()
+    kl_init = {int(batch.edit[r]): logp0[i] for i, r in enumerate(batch.kl_rows.tolist())}
+
+    delta = torch.zeros(batch.n_edits, h.shape[-1])
+    adam = RowAdam(tuple(delta.shape), cfg.v_lr)
+    active = torch.arange(batch.n_edits)
+    steps = torch.zeros(batch.n_edits, dtype=torch.long)
+    nll_start = torch.zeros(batch.n_edits)
+    nll_last = torch.zeros(batch.n_edits)
+    converged = torch.zeros(batch.n_edits, dtype=torch.bool)
+
+    for it in range(cfg.v_num_grad_steps):
+        sub = batch.select(active)
+        rows = batch.rows_of(active)
+        width = sub.input_ids.shape[1]
+        d_act = delta[active].clone().requires_grad_(True)
+        base = h[rows.to(dev), :width]
+        at = (torch.arange(len(rows), device=dev), sub.lookup.to(dev))
+
+        def replayed() -> torch.Tensor:
+            return base.index_put(at, d_act.to(base.dtype).to(dev)[sub.edit.to(dev)], accumulate=True)
+
+        kl_rows = sub.kl_rows
+        head_rows = torch.cat([sub.tgt_row, kl_rows]).to(dev)
+        head_cols = torch.cat([sub.tgt_col, sub.last[kl_rows]]).to(dev)
+        with replay_from(blocks, index, replayed, tuple_out), head_at(model, head_rows, head_cols):
+            logits = model(
+                input_ids=sub.input_ids.to(dev), attention_mask=sub.attention_mask.to(dev), use_cache=False
+            ).logits
+        logp = torch.log_softmax(logits.float(), dim=-1).cpu()
+        m = len(sub.tgt_row)
+        token_nll = -logp[torch.arange(m), sub.tgt_id]
+        row_nll = torch.zeros(len(sub.edit)).index_add(0, sub.tgt_row, token_nll) / n_tgt[active][sub.edit]
+        nll = mean_per_edit(row_nll[sub.rewrite_rows, None], sub.edit[sub.rewrite_rows], len(active))[:, 0]
+
+        kl = torch.zeros(len(active))
+        for i, r in enumerate(kl_rows.tolist()):
+            local = int(sub.edit[r])
+            p0 = kl_init[int(active[local])]
+            lp = logp[m + i]
+            kl[local] = (lp.exp() * (lp - p0)).sum()
+
+        nll_d = nll.detach()
+        if it == 0:
+            nll_start[active] = nll_d
+        nll_last[active] = nll_d
+        done = nll_d < cfg.v_stop_nll
+        converged[active[done]] = True
+        if done.all() or it == cfg.v_num_grad_steps - 1:
+            break
+        decay = cfg.v_weight_decay * d_act.norm(dim=1) / h_norm[active] ** 2
+        loss = (nll + cfg.kl_factor * kl + decay)[~done].sum()
+        loss.backward()
+        grad = check_finite("target value gradient", d_act.grad.detach())
+        keep = active[~done]
+        adam.step(delta, grad[~done], keep)
+        steps[keep] += 1
+        _clamp_rows(delta, keep, cfg.clamp_norm_factor * h_norm[keep])
+        active = keep
+
+    out.delta[edits] = delta
+    out.converged[edits] = converged
+    out.steps[edits] = steps
+    out.nll_start[edits] = nll_start
+    out.nll_end[edits] = nll_last
+
+
+@torch.no_grad()
+def _reference_pass(lm: LoadedModel, batch: EditBatch, layer: int) -> tuple[torch.Tensor, bool, torch.Tensor]:
+    """Block `layer`'s output for all rows (to replay), its return type, and the unedited
+    log-probabilities at the KL rows' last tokens."""
+    model, dev = lm.model, lm.device
+    seen: dict[str, object] = {}
+
+    def keep(_module, _args, output):
+        seen["h"] = block_hidden(output).detach()
+        seen["tuple"] = isinstance(output, tuple)
+
+    kl_rows = batch.kl_rows
+    cols = batch.last[kl_rows]
+    if len(kl_rows) == 0:  # the head still needs one position to project
+        kl_rows, cols = torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long)
+    with hooks(lm.adapter.layer(layer).register_forward_hook(keep)), head_at(model, kl_rows.to(dev), cols.to(dev)):
+        logits = model(
+            input_ids=batch.input_ids.to(dev), attention_mask=batch.attention_mask.to(dev), use_cache=False
+        ).logits
+    logp0 = torch.log_softmax(logits.float(), dim=-1).cpu()
+    return seen["h"], bool(seen["tuple"]), logp0[: len(batch.kl_rows)]
+
+
+def _clamp_rows(delta: torch.Tensor, rows: torch.Tensor, max_norm: torch.Tensor) -> None:
+    norm = delta[rows].norm(dim=1)
+    scale = torch.where(norm > max_norm, max_norm / norm.clamp(min=1e-12), torch.ones_like(norm))
+    delta[rows] *= scale[:, None]

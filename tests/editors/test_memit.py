@@ -1,0 +1,320 @@
+"""MEMIT and the shared locate-then-edit core, on tiny random models (CPU, seconds)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from editors.memit import MEMITEditor, MemitHParams
+from editors.memit.editor import unique_requests
+from editors.memit.keys import edit_keys, read_rows
+from editors.memit.prompts import build_batch, prefix_weights, subject_last_index
+from editors.memit.update import apply_delta, memit_delta, spread_updates
+from editors.memit.values import TargetValues, ValueFitConfig, fit_target_values
+from kebench.data.case import EditRequest
+from kebench.errors import ConfigError, NumericalError
+from kebench.models.loaded import LoadedModel, exact_checksum
+from kebench.scoring import score_targets
+
+# Prompts end with the subject: in a random 4-layer model little flows between positions,
+# so the residual delta must sit where the next token is predicted for an edit to show.
+TOY = [
+    EditRequest("The city of {}", "Paris", "Rome", "France", "c1"),
+    EditRequest("The mother tongue of {}", "Danielle Darrieux", "English", "French", "c2"),
+    EditRequest("The instrument of {}", "Toko Yasuda", "piano", "guitar", "c3"),
+]
+
+
+def _sharpen(lm: LoadedModel, factor: float = 30.0) -> LoadedModel:
+    """Scale the (tied) embeddings so the tiny model's logits can single out a token."""
+    with torch.no_grad():
+        lm.model.get_input_embeddings().weight.mul_(factor)
+    lm.weights_sha256 = exact_checksum(lm.model)
+    return lm
+
+
+def _tiny_hparams(**kw) -> MemitHParams:
+    base = MemitHParams(
+        layers=(1, 2), mom2_update_weight=1.0, v_lr=0.5, v_num_grad_steps=25, clamp_norm_factor=4.0,
+        n_context_prefixes=2, context_prefix_tokens=4, stats_n_tokens=2000, stats_seq_len=64,
+    )
+    return dataclasses.replace(base, **kw)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("KEBENCH_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def _nll(lm, requests, field="target_new"):
+    return torch.tensor([s.nll for s in score_targets(lm, [r.text for r in requests], [getattr(r, field) for r in requests])])
+
+
+# --------------------------------------------------------------------------- closed form
+
+
+def test_memit_solve_maps_each_key_to_its_target_value():
+    g = torch.Generator().manual_seed(0)
+    d, d_ff, n = 8, 24, 5
+    keys = torch.randn(d_ff, n, generator=g, dtype=torch.float64)
+    resid = torch.randn(d, n, generator=g, dtype=torch.float64)
+    a = torch.randn(d_ff, 4 * d_ff, generator=g, dtype=torch.float64)
+    cov = a @ a.T / (4 * d_ff)
+    delta = memit_delta(keys, resid, cov, mom2_update_weight=1e-6)
+    assert delta.dtype == torch.float64 and delta.shape == (d, d_ff)
+    assert (delta @ keys - resid).norm() / resid.norm() < 1e-4
+    # λ trades fit for preservation: a large weight leaves most of the residual unwritten
+    strong = memit_delta(keys, resid, cov, mom2_update_weight=1e4)
+    assert (strong @ keys - resid).norm() > 0.9 * resid.norm()
+    # it is the minimiser of ‖ΔW K − R‖² + λ tr(ΔW C ΔWᵀ): the gradient vanishes there
+    lam = 3.0
+    x = memit_delta(keys, resid, cov, lam)
+    grad = (x @ keys - resid) @ keys.T + lam * x @ cov
+    assert grad.abs().max() < 1e-9
+
+
+def test_singular_system_is_a_numerical_error():
+    keys = torch.zeros(6, 2, dtype=torch.float64)
+    with pytest.raises(NumericalError):
+        memit_delta(keys, torch.ones(3, 2, dtype=torch.float64), torch.zeros(6, 6, dtype=torch.float64), 1.0)
+
+
+def test_nan_update_is_refused(tiny_lm):
+    bad = torch.full((tiny_lm.adapter.hidden_size, tiny_lm.adapter.key_size), float("nan"), dtype=torch.float64)
+    with pytest.raises(NumericalError):
+        apply_delta(tiny_lm, 1, bad)
+
+
+def test_gpt2_conv1d_orientation_maps_read_keys_to_values(smol_tokenizer):
+    """Edit a tiny GPT-2 (Conv1D stores W transposed) and check the key -> value mapping."""
+    lm = _tiny_gpt2(smol_tokenizer)
+    batch = build_batch(smol_tokenizer, TOY, [""], with_targets=False)
+    keys = edit_keys(lm, batch, 1).T  # [d_ff, n]
+    resid = torch.randn(32, keys.shape[1], dtype=torch.float64)
+    cov = torch.eye(keys.shape[0], dtype=torch.float64) * 1e-3
+    delta = memit_delta(keys, resid, cov, 1e-3)
+    proj = lm.adapter.mlp_out(1)
+    with torch.no_grad():
+        before = proj(keys.T.float())
+        apply_delta(lm, 1, delta)
+        after = proj(keys.T.float())
+    torch.testing.assert_close((after - before).double(), resid.T, rtol=1e-3, atol=1e-3)
+
+
+# --------------------------------------------------------------------------- keys, prompts
+
+
+def test_subject_last_index_points_at_the_end_of_the_subject(smol_tokenizer):
+    tok = smol_tokenizer
+    for prefix in ("", "Some words first. "):
+        idx = subject_last_index(tok, prefix, "The mother tongue of {} is", "Danielle Darrieux")
+        ids = tok(prefix + "The mother tongue of Danielle Darrieux is")["input_ids"]
+        assert tok.decode(ids[: idx + 1]).endswith("Darrieux")
+        assert not tok.decode(ids[:idx]).endswith("Darrieux")
+    # no subject: the prompt's last token
+    ids = tok("The capital of France is")["input_ids"]
+    assert subject_last_index(tok, "", "The capital of France is{}", "") == len(ids) - 1
+
+
+def test_rows_targets_and_kl_prompts(smol_tokenizer):
+    batch = build_batch(smol_tokenizer, TOY[:2], ["", "A prefix. "])
+    assert batch.n_edits == 2 and len(batch.edit) == 2 * 2 + 2  # 2 prefixes each + 1 KL row each
+    assert batch.is_kl.sum() == 2
+    # every target token sits right after the prompt and equals " " + target tokenised
+    for e, req in enumerate(TOY[:2]):
+        target = smol_tokenizer(" " + req.target_new, add_special_tokens=False)["input_ids"]
+        row = int((batch.edit == e).nonzero()[0])
+        cols = batch.tgt_col[batch.tgt_row == row]
+        assert batch.tgt_id[batch.tgt_row == row].tolist() == target
+        prompt_len = len(smol_tokenizer(req.text)["input_ids"])
+        assert cols.tolist() == list(range(prompt_len - 1, prompt_len - 1 + len(target)))
+    sub = batch.select(torch.tensor([1]))
+    assert sub.n_edits == 1 and (sub.edit == 0).all() and len(sub.tgt_row) == 2 * len(
+        smol_tokenizer(" English", add_special_tokens=False)["input_ids"])
+
+
+def test_bare_prompt_carries_half_of_each_edits_average(tiny_lm):
+    assert prefix_weights(["", "A. ", "B. "]) == [0.5, 0.25, 0.25]
+    assert prefix_weights([""]) == [1.0] and prefix_weights(["A. ", "B. "]) == [0.5, 0.5]
+    batch = build_batch(tiny_lm.tokenizer, TOY, ["", "A. ", "Bee. "])
+    per_edit = torch.zeros(3, dtype=torch.float64).index_add(0, batch.edit, batch.weight)
+    torch.testing.assert_close(per_edit, torch.ones(3, dtype=torch.float64))
+    assert (batch.weight[batch.is_kl] == 0).all()
+    rows, _ = read_rows(tiny_lm, batch, 1)
+    mean = edit_keys(tiny_lm, batch, 1)
+    torch.testing.assert_close(mean[0], 0.5 * rows[0] + 0.25 * rows[1] + 0.25 * rows[2])
+    # per-prefix columns weigh each row by √w, so Σ column columnᵀ equals Σ w k kᵀ
+    cols = edit_keys(tiny_lm, batch, 1, per_prefix=True)
+    w = batch.weight[batch.rewrite_rows]
+    torch.testing.assert_close(cols.T @ cols, (rows * w[:, None]).T @ rows)
+
+
+def test_residuals_are_read_per_row_not_from_batch_item_zero(tiny_lm):
+    """Decoder blocks return a tensor in transformers 5; `output[0]` would silently take row 0."""
+    batch = build_batch(tiny_lm.tokenizer, TOY, ["", "Another start. "], with_targets=False)
+    keys, resid = read_rows(tiny_lm, batch, key_layer=1, out_layer=2)
+    with torch.no_grad():
+        hs = tiny_lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True).hidden_states
+    rows = batch.rewrite_rows
+    expected = hs[3][rows, batch.lookup[rows]]  # hidden_states[i + 1] is block i's output
+    torch.testing.assert_close(resid, expected, rtol=1e-5, atol=1e-6)
+    assert keys.shape == (6, tiny_lm.adapter.key_size) and keys.dtype == torch.float64
+    assert edit_keys(tiny_lm, batch, 1).shape == (3, tiny_lm.adapter.key_size)  # one averaged key per edit
+    assert edit_keys(tiny_lm, batch, 1, per_prefix=True).shape == (6, tiny_lm.adapter.key_size)
+
+
+# --------------------------------------------------------------------------- target values
+
+
+def _tiny_gpt2(tokenizer) -> LoadedModel:
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=3, n_head=4, vocab_size=49152, n_positions=128)).eval()
+    return LoadedModel(model, tokenizer, "tiny-gpt2", exact_checksum(model))
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_replayed_fitting_starts_from_the_models_own_nll(arch, tiny_lm, smol_tokenizer):
+    """Replaying cached lower blocks and projecting only target positions changes no number."""
+    lm = tiny_lm if arch == "llama" else _tiny_gpt2(smol_tokenizer)
+    batch = build_batch(lm.tokenizer, TOY, [""])
+    flags = [p.requires_grad for p in lm.model.parameters()]
+    values = fit_target_values(lm, batch, 1, ValueFitConfig(v_num_grad_steps=2, v_stop_nll=0.0))
+    torch.testing.assert_close(values.nll_start, _nll(lm, TOY), rtol=1e-4, atol=1e-4)
+    assert [p.requires_grad for p in lm.model.parameters()] == flags  # frozen while fitting, then as before
+    assert all(p.grad is None for p in lm.model.parameters())
+    assert (values.steps == 1).all() and (values.nll_end != values.nll_start).all()  # the replayed delta acts
+
+
+def test_batched_fitting_equals_one_edit_at_a_time(tiny_lm):
+    lm = _sharpen(tiny_lm)
+    batch = build_batch(lm.tokenizer, TOY, ["", "Once upon a time. "])
+    cfg = ValueFitConfig(v_lr=0.5, v_num_grad_steps=12, clamp_norm_factor=4.0, v_stop_nll=2.0)
+    together = fit_target_values(lm, batch, 1, dataclasses.replace(cfg, v_edits_per_batch=8))
+    alone = fit_target_values(lm, batch, 1, dataclasses.replace(cfg, v_edits_per_batch=1))
+    assert torch.equal(together.steps, alone.steps)
+    torch.testing.assert_close(together.delta, alone.delta, rtol=1e-3, atol=1e-4)
+    assert (together.nll_end < together.nll_start - 1.0).all()
+
+
+def test_fitting_stops_each_edit_at_its_target(tiny_lm):
+    lm = _sharpen(tiny_lm)
+    batch = build_batch(lm.tokenizer, TOY, [""])
+    values = fit_target_values(lm, batch, 2, ValueFitConfig(v_lr=0.5, v_num_grad_steps=40, clamp_norm_factor=8.0, v_stop_nll=3.0))
+    assert values.converged.all()
+    assert (values.nll_end < 3.0).all()
+    assert (values.steps < 39).all() and values.steps.unique().numel() > 1  # each stopped on its own
+
+
+def test_clamp_bounds_the_delta(tiny_lm):
+    lm = _sharpen(tiny_lm)
+    batch = build_batch(lm.tokenizer, TOY, [""])
+    values = fit_target_values(lm, batch, 2, ValueFitConfig(v_lr=1.0, v_num_grad_steps=10, clamp_norm_factor=0.1))
+    h = values.row_h[batch.rewrite_rows]
+    assert (values.delta.norm(dim=1) <= 0.1 * h.norm(dim=1) + 1e-5).all()
+
+
+def test_spread_reaches_the_target_residual_when_editing_the_top_layer_alone(tiny_lm):
+    batch = build_batch(tiny_lm.tokenizer, TOY, ["", "Some context. "], with_targets=False)
+    _, h = read_rows(tiny_lm, batch, 2, 2)
+    row_h = torch.zeros(len(batch.edit), h.shape[1])
+    row_h[batch.rewrite_rows] = h
+    n = batch.n_edits
+    wanted = 0.05 * torch.randn(n, h.shape[1], generator=torch.Generator().manual_seed(1))
+    values = TargetValues(2, wanted, row_h, torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.long),
+                          torch.zeros(n), torch.zeros(n), 0.0)
+    tiny_cov = torch.eye(tiny_lm.adapter.key_size, dtype=torch.float64)
+    out = spread_updates(tiny_lm, batch, values, [2], lambda l, k, r: memit_delta(k, r, tiny_cov, 1e-6))
+    # keys averaged over prefixes: each edit's mean output moves by exactly its δ
+    assert out["delta_missing_frac"] < 1e-2
+
+
+# --------------------------------------------------------------------------- editor
+
+
+@pytest.mark.parametrize("per_prefix", [False, True])
+def test_apply_makes_the_edits_and_restore_is_bit_exact(per_prefix, tiny_lm, cache):
+    lm = _sharpen(tiny_lm)
+    original = exact_checksum(lm.model)
+    before_new, before_true = _nll(lm, TOY), _nll(lm, TOY, "target_true")
+    editor = MEMITEditor(_tiny_hparams(per_prefix_keys=per_prefix))
+    handle = editor.apply(lm, TOY)
+    after_new, after_true = _nll(lm, TOY), _nll(lm, TOY, "target_true")
+    assert (after_new < before_new - 2.0).all(), (before_new, after_new)
+    assert (after_new < after_true).all()  # efficacy 100 %
+    assert (before_new < before_true).float().mean() < 1  # ... which it was not before
+    s = handle.stats
+    assert s["n_edits"] == 3 and len(s["per_edit"]) == 3 and set(s["time_s"]) >= {"stats", "values", "update"}
+    assert 0 <= s["v_converged_frac"] <= 1 and s["v_mean_steps"] > 0
+    assert sorted(handle.originals) == [lm.adapter.mlp_out_param_name(l) for l in (1, 2)]
+    assert exact_checksum(lm.model) != original
+    handle.restore()
+    assert exact_checksum(lm.model) == original
+
+
+def test_duplicate_requests_are_applied_once(tiny_lm, cache):
+    assert len(unique_requests(TOY + TOY[:1])) == 3
+    handle = MEMITEditor(_tiny_hparams(v_num_grad_steps=2)).apply(tiny_lm, TOY + TOY[:1])
+    assert handle.stats["n_edits"] == 3
+
+
+def test_prefixes_are_model_written_deterministic_and_checkpointed(tiny_lm, cache):
+    a = MEMITEditor(_tiny_hparams(n_context_prefixes=3))
+    pre = a.prefixes(tiny_lm)
+    assert pre[0] == "" and len(pre) == 4 and all(p.endswith(". ") and len(p) > 4 for p in pre[1:])
+    assert MEMITEditor(_tiny_hparams(n_context_prefixes=3)).prefixes(tiny_lm) == pre
+    assert MEMITEditor(_tiny_hparams(n_context_prefixes=3, seed=1)).prefixes(tiny_lm) != pre
+    b = MEMITEditor(_tiny_hparams(n_context_prefixes=3))
+    b.load_state_dict(a.state_dict())
+    assert b._prefixes == pre
+
+
+def test_layers_beyond_the_model_are_a_config_error(tiny_lm, cache):
+    with pytest.raises(ConfigError, match="layers"):
+        MEMITEditor(_tiny_hparams(layers=(2, 9))).apply(tiny_lm, TOY)
+    with pytest.raises(ConfigError):
+        _tiny_hparams(layers=(3, 1))
+
+
+def test_failed_update_leaves_the_model_untouched(tiny_lm, cache, monkeypatch):
+    original = exact_checksum(tiny_lm.model)
+    calls = []
+
+    def failing(keys, resid, cov, weight):
+        calls.append(1)
+        if len(calls) == 2:
+            raise NumericalError("boom")
+        return memit_delta(keys, resid, cov, weight)
+
+    monkeypatch.setattr("editors.memit.editor.memit_delta", failing)
+    with pytest.raises(NumericalError):
+        MEMITEditor(_tiny_hparams(v_num_grad_steps=2)).apply(tiny_lm, TOY)
+    assert exact_checksum(tiny_lm.model) == original
+
+
+@pytest.mark.parametrize("model", ["gpt2-xl", "gpt-j-6b", "llama3-8b", "default"])
+def test_per_model_configs_load(model):
+    hp = MEMITEditor.default_hparams(model)
+    assert isinstance(hp, MemitHParams) and isinstance(hp.layers, tuple)
+    expected = {"gpt2-xl": (13, 14, 15, 16, 17), "gpt-j-6b": (3, 4, 5, 6, 7, 8), "llama3-8b": (4, 5, 6, 7, 8)}
+    if model in expected:
+        assert hp.layers == expected[model]
+
+
+@pytest.mark.integration
+def test_memit_edits_the_default_model(real_lm, cache):
+    """Three CounterFact edits on SmolLM2-135M take, and restore() is bit-exact (about a minute)."""
+    from kebench.data.suites import load_cases
+
+    requests = [c.request for c in load_cases("counterfact-rome")[:3]]
+    hp = dataclasses.replace(MEMITEditor.default_hparams("default"), stats_n_tokens=8192, n_context_prefixes=2)
+    original = exact_checksum(real_lm.model)
+    handle = MEMITEditor(hp).apply(real_lm, requests)
+    try:
+        assert (_nll(real_lm, requests) < _nll(real_lm, requests, "target_true")).all()
+    finally:
+        handle.restore()
+    assert exact_checksum(real_lm.model) == original
