@@ -128,3 +128,32 @@ def test_unique_requests_dedupes_shared_rewrites():
     shared = EditRequest("{} is in", "X", "Y")
     cases = [EditCase("a", "t", (shared,)), EditCase("b", "t", (shared, EditRequest("{} is in", "Z", "W")))]
     assert [r.subject for r in unique_requests(cases)] == ["X", "Z"]
+
+
+def test_prepare_sees_the_unedited_model_even_on_resume(tmp_path, loader, tiny_lm, monkeypatch):
+    """Statistics must come from the unedited model: prepare() runs before any step is applied or reloaded."""
+    from editors.ft import FTEditor
+
+    from kebench.models.loaded import exact_checksum
+
+    original = exact_checksum(tiny_lm.model)
+    seen: list[bool] = []
+    monkeypatch.setattr(FTEditor, "prepare", lambda self, lm: seen.append(exact_checksum(lm.model) == original))
+    out = tmp_path / "r.json"
+    run = Run(_cfg(mode="sequential", batch_size=2), out, model_loader=loader)
+    real = run._records
+
+    def stop_after_edit(name, cases, fn, label, path=None):
+        if name == "post":
+            raise KeyboardInterrupt
+        return real(name, cases, fn, label, path)
+
+    run._records = stop_after_edit
+    snapshot = {n: p.detach().clone() for n, p in tiny_lm.model.named_parameters()}
+    with pytest.raises(KeyboardInterrupt):
+        run.execute()
+    with torch.no_grad():  # the interrupted process is gone; the resuming one loads the unedited model
+        for n, p in tiny_lm.model.named_parameters():
+            p.copy_(snapshot[n])
+    Run(_cfg(mode="sequential", batch_size=2), out, resume=True, model_loader=loader).execute()
+    assert seen == [True, True]
