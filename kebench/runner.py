@@ -22,7 +22,7 @@ import torch
 
 from kebench import __version__
 from kebench.config import parse_override, with_overrides
-from kebench.data.case import EditCase, EditRequest
+from kebench.data.case import EditCase, EditRequest, unique_requests
 from kebench.editor import EDITORS, EditHandle, Editor, StackedHandle
 from kebench.errors import ConfigError
 from kebench.io import append_jsonl, atomic_write_json, read_jsonl
@@ -86,16 +86,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def unique_requests(cases: Sequence[EditCase]) -> list[EditRequest]:
-    """Each distinct rewrite once, in case order (MQuAKE cases share rewrites)."""
-    seen: set[tuple[str, str, str]] = set()
-    out = []
-    for case in cases:
-        for req in case.requests:
-            if req.key not in seen:
-                seen.add(req.key)
-                out.append(req)
-    return out
+def case_requests(cases: Sequence[EditCase]) -> list[EditRequest]:
+    """The distinct rewrites of `cases`, each once, in case order."""
+    return unique_requests(r for case in cases for r in case.requests)
 
 
 @dataclass
@@ -205,7 +198,7 @@ class Run:
         with progress_bar(f"editing ({editor.name}, {len(steps)} step{'s' * (len(steps) > 1)})", len(steps)) as bar:
             for k, step_cases in enumerate(steps):
                 step_dir = edit_dir / f"step_{k:05d}"
-                requests = [r for r in unique_requests(step_cases) if r.key not in applied]
+                requests = [r for r in case_requests(step_cases) if r.key not in applied]
                 applied.update(r.key for r in requests)
                 if (step_dir / "done.json").exists():
                     stack.push(editor.load_edits(lm, step_dir))
@@ -286,7 +279,7 @@ class Run:
             raise RuntimeError("restore() did not bring back the original weights bit-exact")
 
         self.timer.add("total", time.perf_counter() - t_all)
-        requests = unique_requests(cases)
+        requests = case_requests(cases)
         records = [
             {"case_id": c.case_id, "pre": pre[c.case_id], "post": post[c.case_id]} for c in cases
         ]

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from kebench.scoring import encode_prompt, encode_target
+
 
 @dataclass
 class PromptTargetBatch:
@@ -23,31 +25,31 @@ class PromptTargetBatch:
         )
 
 
-def target_ids(tokenizer, target: str) -> list[int]:
-    """A target is scored as the tokens of " " + target, without special tokens."""
-    return tokenizer(" " + target.strip(), add_special_tokens=False)["input_ids"]
-
-
 def encode_prompt_targets(tokenizer, prompts: Sequence[str], targets: Sequence[str]) -> PromptTargetBatch:
     if len(prompts) != len(targets):
         raise ValueError(f"{len(prompts)} prompts but {len(targets)} targets")
     rows, labels, plens = [], [], []
     for prompt, target in zip(prompts, targets):
-        p = tokenizer(prompt)["input_ids"]
-        t = target_ids(tokenizer, target)
+        p = encode_prompt(tokenizer, prompt)
+        t = encode_target(tokenizer, target)
         rows.append(p + t)
         labels.append([-100] * len(p) + t)
         plens.append(len(p))
-    width = max(len(r) for r in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids, mask = pad_right(rows, pad)
+    lab, _ = pad_right(labels, -100)
+    return PromptTargetBatch(ids, mask, lab, plens)
+
+
+def pad_right(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id rows -> (ids [n, width] right-padded with `pad`, attention mask)."""
+    width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
-    lab = torch.full((len(rows), width), -100, dtype=torch.long)
-    for i, (r, l) in enumerate(zip(rows, labels)):
-        ids[i, : len(r)] = torch.tensor(r)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
         mask[i, : len(r)] = 1
-        lab[i, : len(l)] = torch.tensor(l)
-    return PromptTargetBatch(ids, mask, lab, plens)
+    return ids, mask
 
 
 def target_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

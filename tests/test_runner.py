@@ -9,7 +9,7 @@ import torch
 
 from kebench.data.case import EditCase, EditRequest
 from kebench.errors import ConfigError
-from kebench.runner import Run, RunConfig, unique_requests
+from kebench.runner import Run, RunConfig, case_requests
 from kebench.suites import SUITES, LoadedData, Suite
 from kebench.tokens import encode_prompt_targets, target_nll
 
@@ -127,7 +127,7 @@ def test_bad_config_errors():
 def test_unique_requests_dedupes_shared_rewrites():
     shared = EditRequest("{} is in", "X", "Y")
     cases = [EditCase("a", "t", (shared,)), EditCase("b", "t", (shared, EditRequest("{} is in", "Z", "W")))]
-    assert [r.subject for r in unique_requests(cases)] == ["X", "Z"]
+    assert [r.subject for r in case_requests(cases)] == ["X", "Z"]
 
 
 def test_prepare_sees_the_unedited_model_even_on_resume(tmp_path, loader, tiny_lm, monkeypatch):

@@ -21,12 +21,13 @@ from torch import nn
 
 from kebench.data.case import EditRequest
 from kebench.editor import check_finite
-from kebench.errors import DataError
 from kebench.models.loaded import LoadedModel
 from kebench.progress import progress_bar
 
 from editors.meg.neuron import DynamicNeuron, NeuronSpec
-from kebench.hooks import capture_block_output, replay_from
+from kebench.scoring import encode_target
+from kebench.tokens import pad_right
+from kebench.hooks import capture_block_output, frozen, replay_from
 
 
 @dataclass
@@ -110,21 +111,13 @@ class _Rows:
         )
 
 
-def target_ids(tokenizer: object, target: str) -> list[int]:
-    """Target tokens as the runner scores them: tokenizer(" " + target) without special tokens."""
-    ids = tokenizer(" " + target, add_special_tokens=False)["input_ids"]
-    if not ids:
-        raise DataError(f"target {target!r} tokenises to nothing; give a non-empty target_new")
-    return list(ids)
-
-
 def build_rows(tokenizer: object, requests: Sequence[EditRequest], prefixes: Sequence[str] = ()) -> _Rows:
     """One row per (edit, context prefix): prefix + prompt + " " + target_new, right padded."""
     pad = getattr(tokenizer, "pad_token_id", None)
     pad = pad if pad is not None else (getattr(tokenizer, "eos_token_id", None) or 0)
     seqs, edit, bare, tok_row, tok_pos, tok_id = [], [], [], [], [], []
     for e, req in enumerate(requests):
-        tgt = target_ids(tokenizer, req.target_new)
+        tgt = encode_target(tokenizer, req.target_new)
         for prefix in ("", *prefixes):
             prompt = list(tokenizer(prefix + req.text)["input_ids"])
             r = len(seqs)
@@ -135,30 +128,9 @@ def build_rows(tokenizer: object, requests: Sequence[EditRequest], prefixes: Seq
                 tok_row.append(r)
                 tok_pos.append(len(prompt) - 1 + j)
                 tok_id.append(t)
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for r, s in enumerate(seqs):
-        ids[r, : len(s)] = torch.tensor(s)
-        mask[r, : len(s)] = 1
+    ids, mask = pad_right(seqs, pad)
     as_long = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
     return _Rows(ids, mask, as_long(edit), torch.tensor(bare), as_long(tok_row), as_long(tok_pos), as_long(tok_id))
-
-
-@contextlib.contextmanager
-def frozen(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no parameter grads (only the neurons train); restores both flags."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    training = model.training
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        model.eval()
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        model.train(training)
 
 
 def layer_stack(lm: LoadedModel) -> nn.ModuleList:

@@ -21,19 +21,11 @@ from editors.memit.hparams import LocateEditHParams, MemitHParams
 from editors.memit.prompts import EditBatch, build_batch
 from editors.memit.update import Solver, memit_delta, spread_updates
 from editors.memit.values import TargetValues, fit_target_values
-from kebench.data.case import EditRequest
+from kebench.data.case import EditRequest, unique_requests
 from kebench.editor import Editor, WeightEditHandle, register_editor
 from kebench.errors import ConfigError
 from kebench.models.loaded import LoadedModel
 from kebench.stats import layer_covariance
-
-
-def unique_requests(requests: Sequence[EditRequest]) -> list[EditRequest]:
-    """Each distinct edit once, in first-seen order (MQuAKE cases share edits)."""
-    seen: dict[tuple[str, str, str], EditRequest] = {}
-    for r in requests:
-        seen.setdefault(r.key, r)
-    return list(seen.values())
 
 
 class LocateThenEditEditor(Editor):

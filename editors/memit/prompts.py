@@ -15,6 +15,7 @@ import torch
 
 from kebench.data.case import EditRequest
 from kebench.scoring import encode_prompt, encode_target
+from kebench.tokens import pad_right
 
 KL_PROMPT = "{} is a"  # MEMIT's essence prompt: what the subject "is" should not drift
 
@@ -139,13 +140,8 @@ def build_batch(
             lookup.append(subject_last_index(tokenizer, "", kl_prompt, req.subject))
             is_kl.append(True)
             weight.append(0.0)
-    width = max(len(r) for r in rows)
     pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)  # masked anyway
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        input_ids[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = 1
+    input_ids, mask = pad_right(rows, pad_id)
     as_long = lambda xs: torch.tensor(xs, dtype=torch.long)  # noqa: E731
     return EditBatch(
         input_ids, mask, as_long(edit), as_long(lookup), as_long([len(r) - 1 for r in rows]),

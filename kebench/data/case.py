@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,3 +88,11 @@ class EditCase:
     @property
     def target_true(self) -> str | None:
         return self.requests[0].target_true
+
+
+def unique_requests(requests: Iterable[EditRequest]) -> list[EditRequest]:
+    """Each distinct rewrite once, in first-seen order (MQuAKE cases share rewrites)."""
+    seen: dict[tuple[str, str, str], EditRequest] = {}
+    for request in requests:
+        seen.setdefault(request.key, request)
+    return list(seen.values())

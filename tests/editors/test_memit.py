@@ -9,7 +9,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from editors.memit import MEMITEditor, MemitHParams
-from editors.memit.editor import unique_requests
+from kebench.data.case import unique_requests
 from editors.memit.keys import edit_keys, read_rows
 from editors.memit.prompts import build_batch, prefix_weights, subject_last_index
 from editors.memit.update import apply_delta, memit_delta, spread_updates
