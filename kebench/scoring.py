@@ -29,7 +29,8 @@ from typing import Any
 
 import torch
 
-from kebench.errors import DataError, ModelError
+from kebench.errors import ModelError
+from kebench.tokens import encode_prompt, encode_target, pad_right
 from kebench.models.loaded import LoadedModel
 
 Condition = Callable[[Sequence[str]], AbstractContextManager[Any]]
@@ -56,22 +57,6 @@ class TargetScore:
     def accuracy(self) -> float:
         """Fraction of target tokens the model predicts under teacher forcing."""
         return sum(self.token_correct) / len(self.token_correct)
-
-
-def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
-    """Prompt ids with the tokenizer's default special tokens (BOS where the model uses one)."""
-    ids = list(tokenizer(prompt)["input_ids"])
-    if not ids:
-        raise DataError(f"prompt {prompt!r} tokenizes to nothing: give a non-empty prompt")
-    return ids
-
-
-def encode_target(tokenizer: Any, target: str) -> list[int]:
-    """Target ids as scored everywhere in kebench: " " + target, no special tokens."""
-    ids = list(tokenizer(" " + target, add_special_tokens=False)["input_ids"])
-    if not target.strip() or not ids:
-        raise DataError(f"target {target!r} is empty: every probe needs a non-empty answer")
-    return ids
 
 
 def _pad_id(tokenizer: Any) -> int:
@@ -156,16 +141,12 @@ def score_targets(
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             seqs = [encoded[i][0] + encoded[i][1] for i in batch]
-            width = max(len(s) for s in seqs)
             k_max = max(len(encoded[i][1]) for i in batch)
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            attention = torch.zeros((len(batch), width), dtype=torch.long)
+            input_ids, attention = pad_right(seqs, pad)
             positions = torch.zeros((len(batch), k_max), dtype=torch.long)
             target_ids = torch.zeros((len(batch), k_max), dtype=torch.long)
             for row, i in enumerate(batch):
                 prompt_ids, tgt = encoded[i]
-                input_ids[row, : len(seqs[row])] = torch.tensor(seqs[row])
-                attention[row, : len(seqs[row])] = 1
                 positions[row, : len(tgt)] = torch.arange(len(prompt_ids) - 1, len(prompt_ids) - 1 + len(tgt))
                 target_ids[row, : len(tgt)] = torch.tensor(tgt)
             input_ids, attention = input_ids.to(device), attention.to(device)

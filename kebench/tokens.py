@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 from dataclasses import dataclass
 
 import torch
 
-from kebench.scoring import encode_prompt, encode_target
+from kebench.errors import DataError
 
 
 @dataclass
@@ -23,6 +24,22 @@ class PromptTargetBatch:
         return PromptTargetBatch(
             self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device), self.prompt_lengths
         )
+
+
+def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
+    """Prompt ids with the tokenizer's default special tokens (BOS where the model uses one)."""
+    ids = list(tokenizer(prompt)["input_ids"])
+    if not ids:
+        raise DataError(f"prompt {prompt!r} tokenizes to nothing: give a non-empty prompt")
+    return ids
+
+
+def encode_target(tokenizer: Any, target: str) -> list[int]:
+    """Target ids as scored everywhere in kebench: " " + target, no special tokens."""
+    ids = list(tokenizer(" " + target, add_special_tokens=False)["input_ids"])
+    if not target.strip() or not ids:
+        raise DataError(f"target {target!r} is empty: every probe needs a non-empty answer")
+    return ids
 
 
 def encode_prompt_targets(tokenizer, prompts: Sequence[str], targets: Sequence[str]) -> PromptTargetBatch:
