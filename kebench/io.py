@@ -65,3 +65,22 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
             if not line.endswith("\n"):
                 return  # torn write from an interrupted run: drop it, it will be recomputed
             yield json.loads(line)
+
+
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    """torch.save via a temp file, fsync and rename: readers see the old file or the whole new one."""
+    import torch  # local: keeps `kebench.io` importable without torch for the JSON helpers
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # a shared cache should be readable
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -14,12 +14,10 @@ projects updates onto C₀'s null space. C₀ is uncentred and normalised by the
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ import torch
 
 from kebench.errors import ConfigError, DataError
 from kebench.hooks import StopForward
+from kebench.io import atomic_torch_save
 from kebench.models.loaded import LoadedModel
 from kebench.progress import progress_bar
 
@@ -255,23 +254,8 @@ def load_cached(path: Path, key: dict[str, object]) -> torch.Tensor | None:
 
 def save_cached(path: Path, key: dict[str, object], cov: torch.Tensor) -> None:
     """Write atomically: a reader sees the old file or the complete new one, never a partial one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     cov = cov.detach().cpu().contiguous()
-    blob = {"key": key, "sha256": tensor_sha256(cov), "cov": cov}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(blob, f)
-            f.flush()
-            os.fsync(f.fileno())
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; a shared cache should be readable
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_torch_save(path, {"key": key, "sha256": tensor_sha256(cov), "cov": cov})
 
 
 def layer_covariance(

@@ -31,6 +31,7 @@ import torch
 from kebench.hooks import block_hidden, block_list, frozen, head_at, hooks, replay_from
 from editors.memit.keys import mean_per_edit
 from editors.memit.prompts import EditBatch
+from editors.memit.value_cache import ValueCache
 from kebench.editor import check_finite
 from kebench.models.loaded import LoadedModel
 from kebench.progress import progress_bar
@@ -61,9 +62,13 @@ class TargetValues:
     nll_start: torch.Tensor  # [n_edits] target NLL before fitting
     nll_end: torch.Tensor  # [n_edits] target NLL at the last evaluated step
     seconds: float
+    groups: int = 0  # groups of edits fitted together
+    cached_groups: int = 0  # of which read from the value cache (their fitting time is not in `seconds`)
 
     def stats(self) -> dict[str, float]:
         return {
+            "v_groups": self.groups,
+            "v_cached_groups": self.cached_groups,
             "v_converged_frac": float(self.converged.float().mean()),
             "v_mean_steps": float(self.steps.float().mean()),
             "v_nll_start": float(self.nll_start.mean()),
@@ -95,8 +100,12 @@ class RowAdam:
         param[rows] -= self.lr * m_hat / (v_hat.sqrt() + self.eps)
 
 
-def fit_target_values(lm: LoadedModel, batch: EditBatch, layer: int, cfg: ValueFitConfig) -> TargetValues:
-    """Fit δ for every edit of `batch` at the output of block `layer`, `v_edits_per_batch` at a time."""
+def fit_target_values(
+    lm: LoadedModel, batch: EditBatch, layer: int, cfg: ValueFitConfig, cache: ValueCache | None = None
+) -> TargetValues:
+    """Fit δ for every edit of `batch` at the output of block `layer`, `v_edits_per_batch` at a time.
+
+    With a `cache`, each group's fit is looked up first and stored after (see value_cache.py)."""
     start = time.perf_counter()
     n, d = batch.n_edits, lm.adapter.hidden_size
     out = TargetValues(
@@ -107,7 +116,22 @@ def fit_target_values(lm: LoadedModel, batch: EditBatch, layer: int, cfg: ValueF
     with frozen(lm.model), progress_bar(f"fitting target values at layer {layer}", n) as bar:
         for first in range(0, n, size):
             edits = torch.arange(first, min(n, first + size))
-            _fit_group(lm, batch, edits, layer, cfg, out)
+            rows = batch.rows_of(edits)
+            key = cache.key(layer, cfg, batch.select(edits)) if cache is not None else None
+            found = cache.load(key) if cache is not None else None
+            out.groups += 1
+            if found is None:
+                _fit_group(lm, batch, edits, layer, cfg, out)
+            else:
+                out.cached_groups += 1
+            per_edit = {"delta": out.delta, "converged": out.converged, "steps": out.steps,
+                        "nll_start": out.nll_start, "nll_end": out.nll_end}
+            if found is not None:
+                for name, t in per_edit.items():
+                    t[edits] = found[name].to(t.dtype)
+                out.row_h[rows] = found["row_h"].float()
+            elif cache is not None:
+                cache.save(key, {**{k: t[edits] for k, t in per_edit.items()}, "row_h": out.row_h[rows]})
             bar.advance(len(edits))
     out.seconds = time.perf_counter() - start
     return out

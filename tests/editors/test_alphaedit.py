@@ -112,6 +112,27 @@ def test_batch_mode_restore_does_not_leak_keys_into_the_next_batch(tiny_lm, cach
     assert editor.prior_keys == {} and editor.n_prior_edits == 0
 
 
+def test_batch_alphaedit_reuses_memits_target_values_but_not_after_an_edit(tiny_lm, cache):
+    from editors.memit import MEMITEditor, MemitHParams
+
+    lm = _sharpen(tiny_lm)
+    shared = dict(layers=(1, 2), v_lr=0.5, v_num_grad_steps=4, clamp_norm_factor=4.0, n_context_prefixes=2,
+                  context_prefix_tokens=4, stats_n_tokens=2000, stats_seq_len=64)
+    memit = MEMITEditor(MemitHParams(**shared)).apply(lm, TOY)
+    assert memit.stats["v_cached_groups"] == 0
+    # on the edited model (sequential mode) the weights differ: nothing may be reused
+    stacked = AlphaEditEditor(_hparams(**shared)).apply(lm, TOY)
+    assert stacked.stats["v_cached_groups"] == 0
+    stacked.restore()
+    memit.restore()
+    alpha = AlphaEditEditor(_hparams(**shared)).apply(lm, TOY)
+    assert alpha.stats["v_cached_groups"] == alpha.stats["v_groups"] == 1
+    assert alpha.stats["v_delta_norm"] == memit.stats["v_delta_norm"]
+    off = AlphaEditEditor(_hparams(**shared, v_cache=False))
+    alpha.restore()
+    assert off.apply(lm, TOY).stats["v_cached_groups"] == 0
+
+
 def test_default_threshold_preserves_covariance_directions(tiny_lm, cache):
     """With the preserved subspace non-trivial, outputs for keys in C₀'s top span barely move."""
     editor = AlphaEditEditor(_hparams(nullspace_threshold=1e-9, v_num_grad_steps=5))
