@@ -20,11 +20,11 @@ from editors.memit.contexts import context_prefixes
 from editors.memit.hparams import LocateEditHParams, MemitHParams
 from editors.memit.prompts import EditBatch, build_batch
 from editors.memit.update import Solver, memit_delta, spread_updates
-from editors.memit.value_cache import ValueCache
 from editors.memit.values import TargetValues, fit_target_values
 from kebench.data.case import EditRequest, unique_requests
 from kebench.editor import Editor, WeightEditHandle, register_editor
 from kebench.errors import ConfigError
+from kebench.fit_cache import FitCache
 from kebench.models.loaded import LoadedModel, exact_checksum
 from kebench.stats import layer_covariance
 
@@ -111,7 +111,7 @@ class LocateThenEditEditor(Editor):
 
         handle = self.new_handle(lm, [lm.adapter.mlp_out_param_name(l) for l in layers])
         try:
-            cache = ValueCache(exact_checksum(lm.model), lm.device.type) if hp.v_cache else None
+            cache = FitCache("target_values", exact_checksum(lm.model), lm.device.type) if hp.v_cache else None
             values = fit_target_values(lm, batch, layers[-1], hp.value_config(), cache)
             times["values"] = values.seconds
             clock = time.perf_counter()

@@ -26,7 +26,7 @@ class LocateEditHParams(HParams):
     clamp_norm_factor: float = 0.75
     v_stop_nll: float = 0.05  # an edit stops fitting once its per-token target NLL is below this
     v_edits_per_batch: int = 32  # edits fitted together in one forward/backward
-    v_cache: bool = True  # reuse fitted groups from $KEBENCH_CACHE/values (exact-key match; see value_cache.py)
+    v_cache: bool = True  # reuse fitted groups from $KEBENCH_CACHE/fits (exact-key match; kebench.fit_cache)
     # context prefixes averaged over (model-written, seeded); the bare prompt is always included
     n_context_prefixes: int = 5
     # least squares over every prefixed version of a key (True) or over MEMIT's averaged key (False)

@@ -24,15 +24,15 @@ Efficiency, since this phase dominates editing time on a CPU:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
 from kebench.hooks import block_hidden, block_list, frozen, head_at, hooks, replay_from
 from editors.memit.keys import mean_per_edit
 from editors.memit.prompts import EditBatch
-from editors.memit.value_cache import ValueCache
 from kebench.editor import check_finite
+from kebench.fit_cache import FitCache
 from kebench.models.loaded import LoadedModel
 from kebench.progress import progress_bar
 
@@ -101,11 +101,11 @@ class RowAdam:
 
 
 def fit_target_values(
-    lm: LoadedModel, batch: EditBatch, layer: int, cfg: ValueFitConfig, cache: ValueCache | None = None
+    lm: LoadedModel, batch: EditBatch, layer: int, cfg: ValueFitConfig, cache: FitCache | None = None
 ) -> TargetValues:
     """Fit δ for every edit of `batch` at the output of block `layer`, `v_edits_per_batch` at a time.
 
-    With a `cache`, each group's fit is looked up first and stored after (see value_cache.py)."""
+    With a `cache`, each group's fit is looked up first and stored after (kebench.fit_cache)."""
     start = time.perf_counter()
     n, d = batch.n_edits, lm.adapter.hidden_size
     out = TargetValues(
@@ -117,8 +117,8 @@ def fit_target_values(
         for first in range(0, n, size):
             edits = torch.arange(first, min(n, first + size))
             rows = batch.rows_of(edits)
-            key = cache.key(layer, cfg, batch.select(edits)) if cache is not None else None
-            found = cache.load(key) if cache is not None else None
+            key = _cache_key(cache, layer, cfg, batch.select(edits)) if cache is not None else None
+            found = cache.load(key, CACHED_FIELDS) if cache is not None else None
             out.groups += 1
             if found is None:
                 _fit_group(lm, batch, edits, layer, cfg, out)
@@ -135,6 +135,14 @@ def fit_target_values(
             bar.advance(len(edits))
     out.seconds = time.perf_counter() - start
     return out
+
+
+CACHED_FIELDS = ("delta", "row_h", "converged", "steps", "nll_start", "nll_end")
+_ROW_TENSORS = ("input_ids", "attention_mask", "edit", "lookup", "last", "is_kl", "tgt_row", "tgt_col", "tgt_id")
+
+
+def _cache_key(cache: FitCache, layer: int, cfg: ValueFitConfig, group: EditBatch) -> str:
+    return cache.key({"layer": layer, **asdict(cfg)}, {name: getattr(group, name) for name in _ROW_TENSORS})
 
 
 def _fit_group(

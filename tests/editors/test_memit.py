@@ -13,10 +13,10 @@ from kebench.data.case import unique_requests
 from editors.memit.keys import edit_keys, read_rows
 from editors.memit.prompts import build_batch, prefix_weights, subject_last_index
 from editors.memit.update import apply_delta, memit_delta, spread_updates
-from editors.memit.value_cache import ValueCache
 from editors.memit.values import TargetValues, ValueFitConfig, fit_target_values
 from kebench.data.case import EditRequest
 from kebench.errors import ConfigError, NumericalError
+from kebench.fit_cache import FitCache
 from kebench.models.loaded import LoadedModel, exact_checksum
 from kebench.scoring import score_targets
 
@@ -205,10 +205,10 @@ def test_value_cache_returns_the_same_fit_and_refits_what_it_cannot_trust(tiny_l
     lm = _sharpen(tiny_lm)
     batch = build_batch(lm.tokenizer, TOY, ["", "Once upon a time. "])
     cfg = ValueFitConfig(v_lr=0.5, v_num_grad_steps=6, clamp_norm_factor=4.0, v_stop_nll=0.0, v_edits_per_batch=2)
-    first = ValueCache(exact_checksum(lm.model), "cpu")
+    first = FitCache("target_values", exact_checksum(lm.model), "cpu")
     fitted = fit_target_values(lm, batch, 1, cfg, first)
     assert (first.hits, first.misses, fitted.groups, fitted.cached_groups) == (0, 2, 2, 0)
-    again = ValueCache(exact_checksum(lm.model), "cpu")
+    again = FitCache("target_values", exact_checksum(lm.model), "cpu")
     reused = fit_target_values(lm, batch, 1, cfg, again)
     assert (again.hits, reused.cached_groups) == (2, 2)
     for name in ("delta", "row_h", "converged", "steps", "nll_start", "nll_end"):
@@ -216,11 +216,11 @@ def test_value_cache_returns_the_same_fit_and_refits_what_it_cannot_trust(tiny_l
     # a truncated file is refitted, not trusted
     victim = sorted(again.root.rglob("*.pt"))[0]
     victim.write_bytes(victim.read_bytes()[:100])
-    third = ValueCache(exact_checksum(lm.model), "cpu")
+    third = FitCache("target_values", exact_checksum(lm.model), "cpu")
     refit = fit_target_values(lm, batch, 1, cfg, third)
     assert (third.hits, third.misses) == (1, 1) and torch.equal(refit.delta, fitted.delta)
     # other weights, another layer or other knobs never hit
-    other = ValueCache("0" * 64, "cpu")
+    other = FitCache("target_values", "0" * 64, "cpu")
     fit_target_values(lm, batch, 1, cfg, other)
     fit_target_values(lm, batch, 2, cfg, third)
     fit_target_values(lm, batch, 1, dataclasses.replace(cfg, v_lr=0.4), third)
