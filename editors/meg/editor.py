@@ -22,7 +22,8 @@ from kebench.config import from_dict
 from kebench.data.case import EditRequest
 from kebench.editor import EditHandle, Editor, register_editor
 from kebench.errors import ConfigError, DataError
-from kebench.models.loaded import LoadedModel
+from kebench.fit_cache import FitCache
+from kebench.models.loaded import LoadedModel, exact_checksum
 from kebench.provenance import peak_memory_mb
 
 from editors.meg.config import MeGHParams
@@ -109,6 +110,7 @@ class MeGEditor(Editor):
                 lm, requests, spec, layer, lr=hp.fit_lr, max_steps=hp.fit_max_steps,
                 nll_threshold=hp.fit_nll_threshold, batch_size=hp.fit_batch_size,
                 context_prefixes=hp.context_prefixes, seed=hp.fit_seed,
+                cache=FitCache("meg_neurons", exact_checksum(lm.model), lm.device.type) if hp.fit_cache else None,
             )
         stats.update(fit.summary())
         failed = [r.case_id for r, ok in zip(requests, fit.converged.tolist(), strict=True) if not ok]

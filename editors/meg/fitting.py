@@ -12,6 +12,7 @@ their last vector and are reported, not dropped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from torch import nn
 
 from kebench.data.case import EditRequest
 from kebench.editor import check_finite
+from kebench.fit_cache import FitCache
 from kebench.models.loaded import LoadedModel
 from kebench.progress import progress_bar
 
@@ -200,8 +202,12 @@ def fit_neurons(
     batch_size: int = 64,
     context_prefixes: Sequence[str] = (),
     seed: int = 42,
+    cache: FitCache | None = None,
 ) -> FitResult:
-    """Fit one neuron per request (same init for all, as in the official code), `batch_size` edits at a time."""
+    """Fit one neuron per request (same init for all, as in the official code), `batch_size` edits at a time.
+
+    With a `cache`, each chunk's fit is looked up first and stored after (kebench.fit_cache):
+    ablations that change only the generator or the gate refit nothing."""
     start = time.perf_counter()
     n = len(requests)
     init = spec.init_vector(lm.adapter.key_size, seed)
@@ -214,8 +220,20 @@ def fit_neurons(
     neuron = DynamicNeuron(lm.adapter.mlp(layer), spec)
     with frozen(lm.model), neuron, progress_bar("MeG: fitting neurons", max_steps * len(chunks)) as bar:
         for chunk in chunks:
-            reqs = [requests[i] for i in chunk]
-            res = _fit_chunk(lm, reqs, neuron, layer, init, lr, max_steps, nll_threshold, context_prefixes, bar)
+            rows = build_rows(lm.tokenizer, [requests[i] for i in chunk], context_prefixes)
+            key = found = None
+            if cache is not None:
+                settings = {"layer": layer, "spec": dataclasses.asdict(spec), "lr": lr, "max_steps": max_steps,
+                            "nll_threshold": nll_threshold, "n_edits": len(chunk)}
+                key = cache.key(settings, {"init": init, **{f.name: getattr(rows, f.name) for f in dataclasses.fields(rows)}})
+                found = cache.load(key, _CHUNK_FIELDS)
+            if found is not None:
+                res = tuple(found[f] for f in _CHUNK_FIELDS)
+                bar.advance(max_steps)
+            else:
+                res = _fit_chunk(lm, rows, len(chunk), neuron, layer, init, lr, max_steps, nll_threshold, bar)
+                if cache is not None:
+                    cache.save(key, dict(zip(_CHUNK_FIELDS, res, strict=True)))
             idx = torch.tensor(chunk)
             vectors[idx], converged[idx], steps[idx] = res[0], res[1], res[2]
             nll_out[idx], eff_out[idx], base_nll[idx], base_eff[idx] = res[3], res[4], res[5], res[6]
@@ -223,22 +241,23 @@ def fit_neurons(
     return FitResult(vectors, converged, steps, nll_out, eff_out, base_nll, base_eff, time.perf_counter() - start)
 
 
+_CHUNK_FIELDS = ("vectors", "converged", "steps", "nll", "efficacy", "baseline_nll", "baseline_efficacy")
+
+
 def _fit_chunk(
     lm: LoadedModel,
-    requests: Sequence[EditRequest],
+    rows: _Rows,
+    n: int,
     neuron: DynamicNeuron,
     layer: int,
     init: torch.Tensor,
     lr: float,
     max_steps: int,
     threshold: float,
-    prefixes: Sequence[str],
     bar: object,
 ) -> tuple[torch.Tensor, ...]:
-    """Fit one chunk; returns vectors, converged, steps, final NLL/efficacy, baseline NLL/efficacy."""
-    n = len(requests)
+    """Fit the `n` edits of `rows`; returns vectors, converged, steps, final NLL/efficacy, baseline NLL/efficacy."""
     dev = lm.device
-    rows = build_rows(lm.tokenizer, requests, prefixes)
     scorer = _Scorer(lm, layer, neuron, rows)
     all_rows = torch.arange(rows.input_ids.shape[0])
     bare_rows = all_rows[rows.bare]

@@ -8,6 +8,8 @@ import torch
 from kebench.data.case import EditRequest
 from editors.meg.fitting import RowAdam, evaluate_neurons, fit_neurons
 from editors.meg.neuron import NeuronSpec
+from kebench.fit_cache import FitCache
+from kebench.models.loaded import exact_checksum
 
 REQUESTS = [
     EditRequest("The capital of {} is", "France", "Rome", "Paris", "a"),
@@ -42,6 +44,23 @@ def test_batched_fitting_equals_one_at_a_time(lm):
         alone = fit_neurons(lm, [req], spec, layer=1, max_steps=60)
         assert int(alone.steps[0]) == int(together.steps[i])
         assert torch.allclose(alone.vectors[0], together.vectors[i], atol=1e-4)
+
+
+def test_cached_chunks_give_the_same_neurons_without_refitting(lm, tmp_path):
+    spec = NeuronSpec(32)
+    first = FitCache("meg_neurons", exact_checksum(lm.model), "cpu", tmp_path)
+    fitted = fit_neurons(lm, REQUESTS, spec, layer=1, max_steps=30, batch_size=2, cache=first)
+    assert (first.hits, first.misses) == (0, 2)
+    again = FitCache("meg_neurons", exact_checksum(lm.model), "cpu", tmp_path)
+    reused = fit_neurons(lm, REQUESTS, spec, layer=1, max_steps=30, batch_size=2, cache=again)
+    assert (again.hits, again.misses) == (2, 0)
+    for name in ("vectors", "converged", "steps", "nll", "efficacy", "baseline_nll", "baseline_efficacy"):
+        assert torch.equal(getattr(reused, name), getattr(fitted, name)), name
+    # other settings (layer, steps, prefixes) miss
+    fit_neurons(lm, REQUESTS, spec, layer=2, max_steps=30, batch_size=2, cache=again)
+    fit_neurons(lm, REQUESTS, spec, layer=1, max_steps=31, batch_size=2, cache=again)
+    fit_neurons(lm, REQUESTS, spec, layer=1, max_steps=30, batch_size=2, context_prefixes=["So. "], cache=again)
+    assert again.hits == 2
 
 
 def test_fitting_with_prefixes_and_activation_neuron(lm):
