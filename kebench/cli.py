@@ -42,17 +42,23 @@ def run(
     data_format: Annotated[Optional[str], typer.Option(help="Force the data format instead of detecting it.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
     dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16.")] = "float32",
+    device_map: Annotated[Optional[str], typer.Option(help="Spread a large model over several GPUs with accelerate: auto, balanced, sequential.")] = None,
     hparam: Annotated[Optional[list[str]], typer.Option(help="Override an editor hyperparameter: key=value (repeatable).")] = None,
     eval_batch_size: Annotated[int, typer.Option(help="Prompts per forward pass during evaluation.")] = 32,
     save_edits: Annotated[Optional[Path], typer.Option(help="Write the fitted edit to this folder.")] = None,
     load_edits: Annotated[Optional[Path], typer.Option(help="Evaluate an edit saved with --save-edits instead of fitting.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """Edit a model with one editor on one suite and write a results JSON with full provenance."""
+    """Edit a model with one editor on one suite and write a results JSON with full provenance.
+
+    Under `torchrun --nproc_per_node N -m kebench run ...` the evaluation is sharded over N processes.
+    """
     from kebench import progress
+    from kebench.distributed import init_shard
     from kebench.runner import Run, RunConfig
 
-    progress.set_enabled(not quiet)
+    shard = init_shard(device)
+    progress.set_enabled(not quiet and shard.is_main)
     if load_edits is not None and not load_edits.exists():
         raise KebenchError(f"--load-edits folder {load_edits} does not exist")
     cfg = RunConfig(
@@ -70,9 +76,12 @@ def run(
         hparam_overrides=tuple(hparam or ()),
         eval_batch_size=eval_batch_size,
         load_edits=str(load_edits) if load_edits else None,
+        device_map=device_map,
     )
-    runner = Run(cfg, out, resume=resume, overwrite=overwrite, save_edits=save_edits)
+    runner = Run(cfg, out, resume=resume, overwrite=overwrite, save_edits=save_edits, shard=shard)
     result = runner.execute()
+    if not shard.is_main:
+        return
     _print_summary(result)
     console.print(f"results: [bold]{runner.out}[/bold]")
 

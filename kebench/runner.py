@@ -23,6 +23,7 @@ import torch
 from kebench import __version__
 from kebench.config import parse_override, with_overrides
 from kebench.data.case import EditCase, EditRequest, unique_requests
+from kebench.distributed import Shard, local_device
 from kebench.editor import EDITORS, EditHandle, Editor, StackedHandle
 from kebench.errors import ConfigError
 from kebench.io import append_jsonl, atomic_write_json, read_jsonl
@@ -53,6 +54,7 @@ class RunConfig:
     eval_batch_size: int = 32
     chunk_size: int = 64
     load_edits: str | None = None
+    device_map: str | None = None
 
     def validate(self) -> None:
         if self.mode not in ("batch", "sequential"):
@@ -71,6 +73,8 @@ class RunConfig:
         d = dataclasses.asdict(self)
         d.pop("chunk_size")
         d.pop("eval_batch_size")
+        if d["device_map"] is None:
+            d.pop("device_map")  # checkpoints written before --device-map existed stay resumable
         return d
 
 
@@ -111,8 +115,10 @@ class Run:
         overwrite: bool = False,
         save_edits: Path | None = None,
         model_loader: Callable[[RunConfig], LoadedModel] | None = None,
+        shard: Shard | None = None,
     ) -> None:
         cfg.validate()
+        self.shard = shard or Shard()
         self.cfg = cfg
         self.out = Path(out) if out else default_out_path(cfg)
         self.ckpt = self.out.with_name(self.out.name + ".ckpt")
@@ -123,10 +129,15 @@ class Run:
 
     # checkpoint bookkeeping -------------------------------------------------
     def _prepare_checkpoint(self, resume: bool, overwrite: bool) -> None:
+        """Check (every rank) that the run may start or resume, then (rank 0) set up its checkpoint."""
         state_file = self.ckpt / "config.json"
         self.resumed = False
+        self.shard.barrier()
         if overwrite and self.ckpt.exists():
-            shutil.rmtree(self.ckpt)
+            self.shard.barrier()  # every rank has looked before rank 0 deletes
+            if self.shard.is_main:
+                shutil.rmtree(self.ckpt)
+            self.shard.barrier()
         has_progress = self.ckpt.exists() and any(p.name != "config.json" for p in self.ckpt.iterdir())
         if has_progress and state_file.exists():
             if not resume:
@@ -140,8 +151,11 @@ class Run:
             self.resumed = True
         elif self.out.exists() and not overwrite and not resume:
             raise ConfigError(f"{self.out} exists; pass --overwrite to replace it or --out to write elsewhere")
-        self.ckpt.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(state_file, self.cfg.identity())
+        self.shard.barrier()
+        if self.shard.is_main:
+            self.ckpt.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(state_file, self.cfg.identity())
+        self.shard.barrier()
 
     def _phase_done(self, phase: str) -> bool:
         return (self.ckpt / f"{phase}.done").exists()
@@ -158,22 +172,30 @@ class Run:
         label: str,
         path: Path | None = None,
     ) -> dict[str, dict]:
-        """Per-case records for `fn`, computed chunk by chunk and appended to `path` (default `<ckpt>/<name>.jsonl`)."""
+        """Per-case records for `fn`, computed chunk by chunk and appended to `path` (default `<ckpt>/<name>.jsonl`).
+
+        Sharded, each rank evaluates every world-th pending case into `<name>.rank<r>.jsonl` beside it."""
         path = path or self.ckpt / f"{name}.jsonl"
-        done = {r["case_id"]: r for r in read_jsonl(path)}
-        todo = [c for c in cases if c.case_id not in done]
+        shard = self.shard
+        shard.barrier()  # all ranks see the same finished records, so they split the same pending list,
+        done = _read_records(path)
+        todo = shard.take([c for c in cases if c.case_id not in done])
+        shard.barrier()  # ... and none writes before all have read
+        out = path.with_name(f"{path.stem}.rank{shard.rank}.jsonl") if shard.active else path
         t0 = time.perf_counter()
-        with progress_bar(label, len(cases)) as bar:
-            bar.advance(len(cases) - len(todo))
+        with progress_bar(label, len(todo)) as bar:
             for start in range(0, len(todo), self.cfg.chunk_size):
                 chunk = todo[start : start + self.cfg.chunk_size]
                 rows = fn(chunk)
                 if len(rows) != len(chunk):
                     raise RuntimeError(f"{label}: {len(rows)} records for {len(chunk)} cases")
-                append_jsonl(path, rows)
+                append_jsonl(out, rows)
                 done.update({r["case_id"]: r for r in rows})
                 bar.advance(len(chunk))
         self.timer.add(name, time.perf_counter() - t0)
+        if shard.active:
+            shard.barrier()
+            done = _read_records(path)
         missing = [c.case_id for c in cases if c.case_id not in done]
         if missing:
             raise RuntimeError(f"{label}: no record for cases {missing[:5]}")
@@ -194,6 +216,12 @@ class Run:
         stack = StackedHandle()
         applied: set[tuple[str, str, str]] = set()
         t0 = time.perf_counter()
+        if not self.shard.is_main:
+            self.shard.barrier()  # rank 0 edits and checkpoints every step; this rank loads them
+            for k in range(len(steps)):
+                stack.push(editor.load_edits(lm, edit_dir / f"step_{k:05d}"))
+            self.timer.add("edit", time.perf_counter() - t0)
+            return stack if len(stack.handles) > 1 else stack.handles[0]
         editor.prepare(lm)  # before any step is applied or loaded back: the model is still unedited
         with progress_bar(f"editing ({editor.name}, {len(steps)} step{'s' * (len(steps) > 1)})", len(steps)) as bar:
             for k, step_cases in enumerate(steps):
@@ -222,6 +250,7 @@ class Run:
                 )
                 bar.advance()
         self.timer.add("edit", time.perf_counter() - t0)
+        self.shard.barrier()
         return stack if len(stack.handles) > 1 else stack.handles[0]
 
     def execute(self) -> dict[str, Any]:
@@ -262,7 +291,7 @@ class Run:
 
         original = exact_checksum(lm.model)
         handle = self._edit(lm, editor, cases)
-        if self.save_edits:
+        if self.save_edits and self.shard.is_main:
             editor.save_edits(handle, self.save_edits)
         post = self._records(
             "post",
@@ -316,9 +345,21 @@ class Run:
             },
             "cases": records,
         }
-        atomic_write_json(self.out, result)
-        shutil.rmtree(self.ckpt, ignore_errors=True)
+        if self.shard.active:
+            result["run"]["processes"] = self.shard.world
+        self.shard.barrier()
+        if self.shard.is_main:
+            atomic_write_json(self.out, result)
+            shutil.rmtree(self.ckpt, ignore_errors=True)
         return result
+
+
+def _read_records(path: Path) -> dict[str, dict]:
+    """Records by case id from `path` and the per-rank files a sharded run wrote beside it."""
+    done: dict[str, dict] = {}
+    for part in [path, *sorted(path.parent.glob(f"{path.stem}.rank*.jsonl"))]:
+        done.update({r["case_id"]: r for r in read_jsonl(part)})
+    return done
 
 
 def pre_edit_cache_dir(lm: LoadedModel, cfg: RunConfig, files: list[dict[str, Any]]) -> Path:
@@ -350,4 +391,4 @@ def _edit_stats(ckpt: Path) -> list[dict[str, Any]]:
 def _load_model_for(cfg: RunConfig) -> LoadedModel:
     from kebench.models.load import load_model
 
-    return load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    return load_model(cfg.model, device=local_device(cfg.device), dtype=cfg.dtype, device_map=cfg.device_map)

@@ -32,6 +32,17 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def _check_device_map(device_map: str, device: torch.device) -> None:
+    try:
+        import accelerate  # noqa: F401
+    except ImportError:
+        raise ConfigError("--device-map needs accelerate; pip install accelerate") from None
+    if device_map not in ("auto", "balanced", "balanced_low_0", "sequential", "cpu") and not device_map.startswith("cuda"):
+        raise ConfigError(f"unknown device map {device_map!r}; use auto, balanced, balanced_low_0, sequential or cpu")
+    if device_map != "cpu" and device.type != "cuda":
+        raise ConfigError(f"--device-map {device_map} spreads a model over GPUs; add --device cuda (or use --device-map cpu)")
+
+
 def resolve_dtype(dtype: str) -> torch.dtype:
     if dtype not in DTYPES:
         raise ConfigError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
@@ -81,12 +92,15 @@ def _local_source(path: Path) -> tuple[Path, str | None]:
     raise ModelError(f"{path} has no config.json with weights and no .gguf file; pass a model folder, a .gguf file, or a hub id")
 
 
-def _from_pretrained(source: str | Path, gguf: str | None, dtype: torch.dtype) -> tuple[nn.Module, object]:
+def _from_pretrained(
+    source: str | Path, gguf: str | None, dtype: torch.dtype, device_map: str | None = None
+) -> tuple[nn.Module, object]:
     """Model and tokenizer; the tokenizer comes from the folder's own files when it has any, else the GGUF."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     extra = {"gguf_file": gguf} if gguf else {}
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **extra)
+    placed = {"device_map": device_map} if device_map else {}
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **extra, **placed)
     folder_tok = isinstance(source, Path) and any((source / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
     tokenizer = AutoTokenizer.from_pretrained(source, **({} if folder_tok else extra))
     return model, tokenizer
@@ -115,17 +129,23 @@ def _load_default(dtype: torch.dtype, cache_dir: Path | None) -> tuple[nn.Module
 
 
 def load_model(name: str | None, *, device: str = "cpu", dtype: str = "float32",
-               cache_dir: Path | None = None) -> LoadedModel:
+               cache_dir: Path | None = None, device_map: str | None = None) -> LoadedModel:
     """Load a causal LM for editing: eval mode, all parameters frozen (editors unfreeze what they train).
 
     `name`: None/"default" (embedded SmolLM2-135M-Instruct, cached as float16 safetensors), a local
     HF folder, a .gguf file, or a hub id. `cache_dir` overrides $KEBENCH_CACHE (~/.cache/kebench).
+    `device_map` ("auto", "balanced", "sequential", ...): place a model too large for one GPU across
+    several with accelerate; inputs then go to the device of the first parameters (the embeddings).
     """
     dev, torch_dtype = resolve_device(device), resolve_dtype(dtype)
+    if device_map is not None:
+        _check_device_map(device_map, dev)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # kebench shows its own progress; per-tensor bars only add noise
     if name is None or name == "default":
+        if device_map is not None:
+            raise ConfigError("--device-map is for models larger than one device; the default 135M model needs none")
         model, tokenizer, folder = _load_default(torch_dtype, cache_dir)
         name, source = "default", str(folder)
     else:
@@ -134,7 +154,7 @@ def load_model(name: str | None, *, device: str = "cpu", dtype: str = "float32",
             folder, gguf = _local_source(path)
             source = str(path)
             try:
-                model, tokenizer = _from_pretrained(folder, gguf, torch_dtype)
+                model, tokenizer = _from_pretrained(folder, gguf, torch_dtype, device_map)
             except (OSError, ValueError) as exc:
                 raise ModelError(f"cannot load model from {path}: {str(exc).splitlines()[0]}") from None
         elif _looks_like_path(name):
@@ -142,11 +162,13 @@ def load_model(name: str | None, *, device: str = "cpu", dtype: str = "float32",
         else:
             source = name
             try:
-                model, tokenizer = _from_pretrained(name, None, torch_dtype)
+                model, tokenizer = _from_pretrained(name, None, torch_dtype, device_map)
             except (OSError, ValueError) as exc:
                 raise ModelError(f"cannot load {name!r} from the Hugging Face hub and no such local folder exists "
                                  f"({str(exc).splitlines()[0]}); check the id, network or HF_TOKEN, or pass a local path") from None
     if getattr(tokenizer, "pad_token", None) is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.to(dev).eval().requires_grad_(False)
+    if device_map is None:
+        model.to(dev)
+    model.eval().requires_grad_(False)
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, weights_sha256=weights_checksum(model), source=source)

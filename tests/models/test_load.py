@@ -104,6 +104,29 @@ def test_cuda_requested_without_cuda(monkeypatch, tiny_dir):
         resolve_device("tpu-please")
 
 
+def test_device_map_loads_the_same_model(tiny_dir):
+    from kebench.hooks import frozen
+
+    lm = load_model(str(tiny_dir[0]), device_map="cpu")
+    plain = load_model(str(tiny_dir[0]))
+    assert lm.weights_sha256 == plain.weights_sha256 and lm.device.type == "cpu"
+    ids = torch.tensor([[2, 3, 4, 5]])
+    with torch.no_grad():
+        assert torch.equal(lm.model(input_ids=ids).logits, plain.model(input_ids=ids).logits)
+    with frozen(lm.model):
+        assert not any(p.requires_grad for p in lm.model.parameters())
+
+
+def test_device_map_errors_name_the_fix(monkeypatch, tiny_dir):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="add --device cuda"):
+        load_model(str(tiny_dir[0]), device_map="auto")
+    with pytest.raises(ConfigError, match="unknown device map"):
+        load_model(str(tiny_dir[0]), device_map="everywhere")
+    with pytest.raises(ConfigError, match="needs none"):
+        load_model(None, device_map="cpu")
+
+
 # --- the default model's cache, with a tiny stand-in for the GGUF conversion -------------------------
 
 
