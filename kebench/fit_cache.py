@@ -56,15 +56,16 @@ class FitCache:
     def path(self, key: str) -> Path:
         return self.root / self.weights_sha256[:16] / f"{key[:32]}.pt"
 
-    def load(self, key: str, fields: tuple[str, ...]) -> dict[str, torch.Tensor] | None:
-        """The stored tensors, or None (counted as a miss) if absent, unreadable or not this key's."""
+    def load(self, key: str, fields: tuple[str, ...] = ()) -> dict[str, Any] | None:
+        """The stored entries (tensors, and "meta" if saved), or None (counted as a miss) if absent,
+        unreadable, not this key's, or missing one of the tensor `fields`."""
         path = self.path(key)
         found = None
         if path.is_file():
             try:
                 blob = torch.load(path, map_location="cpu", weights_only=True)
                 if blob.get("key") == key and all(isinstance(blob.get(f), torch.Tensor) for f in fields):
-                    found = {f: blob[f] for f in fields}
+                    found = {k: v for k, v in blob.items() if k != "key"}
                 else:
                     log.warning("ignoring cached fit %s: it does not match its key; refitting", path)
             except Exception as exc:  # truncated or foreign file
@@ -75,5 +76,9 @@ class FitCache:
             self.hits += 1
         return found
 
-    def save(self, key: str, tensors: Mapping[str, torch.Tensor]) -> None:
-        atomic_torch_save(self.path(key), {"key": key, **{k: v.detach().cpu() for k, v in tensors.items()}})
+    def save(self, key: str, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any] | None = None) -> None:
+        """Store `tensors` (and a small JSON-able `meta`, e.g. training statistics) under `key`."""
+        blob: dict[str, Any] = {"key": key, **{k: v.detach().cpu() for k, v in tensors.items()}}
+        if meta is not None:
+            blob["meta"] = dict(meta)
+        atomic_torch_save(self.path(key), blob)

@@ -39,7 +39,7 @@ class MeGHParams(HParams):
     fit_nll_threshold: float = 0.1  # converged: argmax = target everywhere and mean NLL below this
     fit_batch_size: int = 64  # edits fitted together in one forward/backward
     fit_seed: int = 42  # the shared init of every neuron (official: set_seed(42))
-    fit_cache: bool = True  # reuse fitted chunks from $KEBENCH_CACHE/fits (exact-key match; kebench.fit_cache)
+    fit_cache: bool = True  # reuse fitted neuron chunks and trained generators from $KEBENCH_CACHE/fits (exact keys; kebench.fit_cache)
     # extra fitting rows, prefix + prompt: fixed generic contexts (never evaluation paraphrases).
     # On 32 CounterFact edits they raised paraphrase efficacy of the fitted neuron 0.22 -> 0.41 (layer 13)
     # at 4x the fitting rows; () turns them off.

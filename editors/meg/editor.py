@@ -239,7 +239,19 @@ class MeGEditor(Editor):
             sample_steps=hp.diffusion_sample_steps, seed=hp.seed,
         )
         model = DiffusionGenerator(cfg, settings).to(device)
-        stats = model.fit(vectors[cond_edit], cond)
+        cache = FitCache("meg_generator", "any-model", device.type) if hp.fit_cache else None
+        key = found = None
+        if cache is not None:  # the training pairs and settings determine the trained denoiser
+            key = cache.key(model.config(), {"vectors": vectors[cond_edit], "conditions": cond})
+            found = cache.load(key)
+        if found is not None:
+            meta = found.pop("meta")
+            model = DiffusionGenerator.from_state(meta["config"], found).to(device)
+            stats = {**meta["stats"], "diffusion_from_cache": True}
+        else:
+            stats = model.fit(vectors[cond_edit], cond)
+            if cache is not None:
+                cache.save(key, model.state_dict(), {"config": model.config(), "stats": stats})
         stats["diffusion_params"] = sum(p.numel() for p in model.model.parameters())
         return DiffusionNeurons(model), stats
 

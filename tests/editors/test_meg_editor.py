@@ -110,3 +110,23 @@ def test_save_load_gives_identical_outputs(lm, cases, encoder_dir, tmp_path):
     loaded.restore()
     with pytest.raises(DataError, match="meg.json"):
         MeGEditor().load_edits(lm, tmp_path)
+
+
+def test_second_apply_reuses_fitted_neurons_and_trained_diffusion(lm, cases, encoder_dir):
+    reqs = [c.request for c in cases]
+    probes, targets = [c.prompt for c in cases], [c.target_new for c in cases]
+    first = MeGEditor(small(encoder_dir)).apply(lm, reqs)
+    assert "diffusion_from_cache" not in first.stats
+    scores = _scores(lm, probes, targets, first.conditioning)
+    first.restore()
+    # the gate ablation changes nothing the neurons or the generator depend on: both come from the cache
+    again = MeGEditor(small(encoder_dir, use_familiarity=False)).apply(lm, reqs)
+    assert again.stats["diffusion_from_cache"] is True
+    assert again.stats["diffusion_loss_last"] == first.stats["diffusion_loss_last"]
+    assert torch.equal(again.generator.generate(again.encoder.encode(probes), probes),
+                       first.generator.generate(first.encoder.encode(probes), probes))
+    again.restore()
+    fresh = MeGEditor(small(encoder_dir, fit_cache=False)).apply(lm, reqs)
+    assert "diffusion_from_cache" not in fresh.stats
+    assert _scores(lm, probes, targets, fresh.conditioning) == scores  # the cache changes no number
+    fresh.restore()
