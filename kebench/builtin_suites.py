@@ -6,7 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kebench.data.shipped import display_name, file_sha256, shipped_path
+from kebench.data.shipped import display_name, file_sha256
+from kebench.data.zsre import ZSRE_TEMPLATE
 from kebench.data.suites import DATASETS
 from kebench.metrics.aggregate import aggregate, counterfact_score, zsre_score
 from kebench.metrics.counterfact import counterfact_evaluate
@@ -18,10 +19,10 @@ from kebench.suites import SUITES, LoadedData, Suite
 def _loader(name: str) -> Callable[[str | None, str | None], LoadedData]:
     def load(data_file: str | None, fmt: str | None) -> LoadedData:
         spec = DATASETS.get(name)
-        cases = spec.load(Path(data_file) if data_file else None, fmt)
-        paths = [Path(data_file)] if data_file else [shipped_path(f) for f in spec.files]
+        paths, notes = spec.source_paths(Path(data_file) if data_file else None)
+        cases = spec.load_paths(paths, fmt, ZSRE_TEMPLATE, shipped=data_file is None)
         files = [{"path": display_name(p), "sha256": file_sha256(p), "format": fmt or "detected"} for p in paths]
-        return LoadedData(cases, files)
+        return LoadedData(cases, files, notes)
 
     return load
 

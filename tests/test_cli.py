@@ -113,7 +113,7 @@ def test_help_documents_run_options():
 
 def test_plot_writes_one_png_per_suite(tmp_path):
     for editor, n, eff in [("memit", 10, 0.9), ("memit", 100, 0.8), ("none", 10, 0.3)]:
-        p = _result(tmp_path / f"{editor}{n}.json", editor, eff, 0.8, scale=n)
+        _result(tmp_path / f"{editor}{n}.json", editor, eff, 0.8, scale=n)
     res = runner.invoke(app, ["plot", str(tmp_path), "--out", str(tmp_path / "plots")])
     assert res.exit_code == 0, res.output
     png = tmp_path / "plots" / "scaling_counterfact.png"

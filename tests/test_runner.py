@@ -85,7 +85,6 @@ def test_resume_skips_finished_work(tmp_path, loader):
     out = tmp_path / "r.json"
     run = Run(_cfg(mode="sequential", batch_size=2), out, model_loader=loader)
 
-    boom = {"n": 0}
     original = run._records
 
     def failing(name, cases, fn, label, path=None):

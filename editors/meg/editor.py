@@ -34,7 +34,7 @@ from editors.meg.fitting import evaluate_neurons, fit_neurons
 from editors.meg.generators import DiffusionNeurons, KnnGenerator, SubjectOracle
 from editors.meg.handle import MeGHandle, NeuronGenerator
 from editors.meg.neuron import DynamicNeuron, NeuronSpec
-from editors.meg.pool import PoolRecord, contrastive_pairs, disjoint_pool, split_records, unrelated_queries
+from editors.meg.pool import contrastive_pairs, disjoint_pool, split_records, unrelated_queries
 
 FORMAT = "kebench-meg/1"
 

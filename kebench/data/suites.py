@@ -15,6 +15,7 @@ from pathlib import Path
 
 from kebench.data.case import EditCase
 from kebench.data.formats import detect_format, parse_records
+from kebench.data.remote import RemoteFile, fetch
 from kebench.data.shipped import display_name, read_records, shipped_path
 from kebench.data.zsre import ZSRE_TEMPLATE, question_key
 from kebench.errors import DataError
@@ -45,7 +46,8 @@ class DatasetSpec:
     - `drop_empty_targets`: skip records whose new target is empty, only for the shipped files
       (user files with empty targets are an error).
     - `pool`: shipped file of records disjoint from the suite, for editors that train on data (MeG).
-    - `loader`: replaces the file-based loading entirely (for suites that are not files of records).
+    - `remote`: the full public files; fetched into the data cache and read instead of `files`,
+      which remain the fallback when they cannot be fetched (see kebench.data.remote).
     """
 
     name: str
@@ -55,12 +57,33 @@ class DatasetSpec:
     combine: Callable[[list[EditCase]], list[EditCase]] | None = None
     drop_empty_targets: bool = False
     pool: str | None = None
-    loader: Callable[[Path | None, str | None, str], list[EditCase]] | None = None
+    remote: tuple[RemoteFile, ...] = ()
+
+    def source_paths(self, path: Path | None = None) -> tuple[list[Path], list[str]]:
+        """The files a load reads, and notices (a fallback from the full public files) for provenance."""
+        if path is not None:
+            return [Path(path)], []
+        shipped = [shipped_path(n) for n in self.files]
+        if not self.remote:
+            return shipped, []
+        fetched, problems = [], []
+        for remote in self.remote:
+            got, why = fetch(remote)
+            fetched.append(got)
+            if got is None:
+                problems.append(f"{remote.url} ({why})")
+        if not problems:
+            return [p for p in fetched if p is not None], []
+        note = (f"suite {self.name!r}: could not fetch the full public files ({'; '.join(problems)}); "
+                f"using the shipped files {', '.join(self.files)} instead")
+        log.warning(note)
+        return shipped, [note]
 
     def load(self, path: Path | None = None, fmt: str | None = None, template: str = ZSRE_TEMPLATE) -> list[EditCase]:
-        if self.loader is not None:
-            return self.loader(path, fmt, template)
-        paths = [Path(path)] if path is not None else [shipped_path(n) for n in self.files]
+        return self.load_paths(self.source_paths(path)[0], fmt, template, shipped=path is None)
+
+    def load_paths(self, paths: Sequence[Path], fmt: str | None, template: str, shipped: bool) -> list[EditCase]:
+        """Cases from `paths` (`shipped`: the suite's own files, where empty targets are dropped)."""
         cases: list[EditCase] = []
         for p in paths:
             records = read_records(p)
@@ -74,7 +97,7 @@ class DatasetSpec:
                 )
             parsed = parse_records(
                 records, layout, suite=self.name, source=source, template=template,
-                drop_empty_targets=self.drop_empty_targets and path is None,
+                drop_empty_targets=self.drop_empty_targets and shipped,
             )
             if len(parsed) < len(records):
                 log.info("%s: dropped %d records with an empty new target", source, len(records) - len(parsed))
@@ -126,6 +149,26 @@ register_dataset(DatasetSpec(
 register_dataset(DatasetSpec(
     "mquake", ("MQuAKE-hard.json",), ("mquake",),
     "MQuAKE-hard, 329 cases of 4 edits each with 3 multi-hop questions",
+))
+
+# The complete public releases (fetched once; the shipped files above are the fallback).
+ROME_DATA = "https://rome.baulab.info/data/dsets"
+register_dataset(DatasetSpec(
+    "counterfact-full", ("counterfact-edit.json",), _CF,
+    "CounterFact, all 21,919 cases (ROME release, fetched; falls back to the shipped 10,000)",
+    pool="counterfact-train.json", remote=(RemoteFile("counterfact.json", f"{ROME_DATA}/counterfact.json"),),
+))
+register_dataset(DatasetSpec(
+    "zsre-full", ("zsre_mend_eval_portability_gpt4.json", "zsre_mend_train_1k.json"), _ZSRE,
+    "zsRE MEND eval split, 19,086 cases (ROME release, fetched; falls back to the shipped files)",
+    combine=dedup_by_question, drop_empty_targets=True, pool="zsre_mend_train_1k.json",
+    remote=(RemoteFile("zsre_mem-eval.json", f"{ROME_DATA}/zsre_mem-eval.json"),),
+))
+register_dataset(DatasetSpec(
+    "mquake-cf3k", ("MQuAKE-hard.json",), ("mquake",),
+    "MQuAKE-CF-3k, 3,000 multi-hop cases (fetched from GitHub; falls back to the shipped MQuAKE-hard)",
+    remote=(RemoteFile("MQuAKE-CF-3k.json",
+                       "https://raw.githubusercontent.com/princeton-nlp/MQuAKE/main/datasets/MQuAKE-CF-3k.json"),),
 ))
 
 

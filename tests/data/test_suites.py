@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kebench.data import DATASETS, DatasetSpec, load_cases, register_dataset, sample_cases, training_pool
+from kebench.data import DATASETS, load_cases, sample_cases, training_pool
 from kebench.data.case import EditCase, EditRequest
 from kebench.errors import ConfigError, DataError
 
@@ -65,15 +65,6 @@ def test_duplicate_case_ids_are_refused(write_json, cf_easyedit):
     path = write_json("dup.json", [cf_easyedit, dict(cf_easyedit, target_new="German")])
     with pytest.raises(DataError, match="case_id '7' twice"):
         load_cases("counterfact", path)
-
-
-def test_third_party_suite_with_its_own_loader():
-    spec = DatasetSpec("toy-suite-test", (), (), loader=lambda path, fmt, template: make_cases(3, "toy-suite-test"))
-    register_dataset(spec)
-    try:
-        assert [c.case_id for c in load_cases("toy-suite-test")] == ["0", "1", "2"]
-    finally:
-        DATASETS._items.pop("toy-suite-test")
 
 
 @pytest.mark.parametrize("suite", ["counterfact", "counterfact-rome"])
