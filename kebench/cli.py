@@ -22,8 +22,6 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def _pct(x: object) -> str:
-    return f"{100 * float(x):.1f}" if isinstance(x, (int, float)) else "–"
 
 
 @app.command()
@@ -87,6 +85,7 @@ def run(
 
 
 def _print_summary(result: dict) -> None:
+    from kebench.compare import _pct
     from kebench.suites import get_suite
 
     suite = get_suite(result["run"]["dataset"])
@@ -108,37 +107,31 @@ def _print_summary(result: dict) -> None:
 @app.command()
 def compare(
     results: Annotated[list[Path], typer.Argument(help="Results files or folders of them.")],
-    markdown: Annotated[Optional[Path], typer.Option(help="Also write the tables as markdown here.")] = None,
+    markdown: Annotated[Optional[Path], typer.Option(help="Also write the tables (and scaling plots) as markdown here.")] = None,
+    html: Annotated[Optional[Path], typer.Option(help="Also write a self-contained HTML report with the scaling plots.")] = None,
+    plots: Annotated[bool, typer.Option(help="Render scaling plots for the markdown/HTML report.")] = True,
 ) -> None:
     """Show several results side by side: one table per suite, a row per editor / scale / mode."""
-    from itertools import groupby
-
-    from kebench.compare import expand_paths, headline_metrics, load_result
+    from kebench.compare import comparison_tables, expand_paths, html_report, load_result, markdown_tables
     from kebench.io import atomic_write_text
+    from kebench.plot import plot_scaling
 
-    summaries = sorted(
-        (load_result(p) for p in expand_paths(results)), key=lambda s: (s.dataset, s.scale, s.mode, s.editor)
-    )
-    md: list[str] = []
-    for dataset, group in groupby(summaries, key=lambda s: s.dataset):
-        runs = list(group)
-        cols = headline_metrics(runs)
-        names = [c.removesuffix("_success") for c in cols]
-        header = ("editor", "n", "mode", *names, "s/edit", "total s")
+    summaries = [load_result(p) for p in expand_paths(results)]
+    tables = comparison_tables(summaries)
+    for dataset, header, rows in tables:
         table = Table(title=f"{dataset}: edited (unedited), %")
         for c in header:
             table.add_column(c, justify="left" if c in ("editor", "mode") else "right")
-        md += [f"### {dataset}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for s in runs:
-            cells = [f"{_pct(s.post.get(c))} ({_pct(s.pre.get(c))})" if c in s.post else "–" for c in cols]
-            row = [s.editor, str(s.scale), s.mode, *cells, f"{s.seconds_per_edit:.2f}", f"{s.total_seconds:.0f}"]
+        for row in rows:
             table.add_row(*row)
-            md.append("| " + " | ".join(row) + " |")
-        md.append("")
         console.print(table)
-    if markdown:
-        atomic_write_text(markdown, "\n".join(md))
-        console.print(f"markdown: {markdown}")
+    for target, render in ((markdown, "markdown"), (html, "html")):
+        if target is None:
+            continue
+        images = plot_scaling(summaries, target.parent / f"{target.stem}_plots") if plots else []
+        text = markdown_tables(tables, images, target.parent) if render == "markdown" else html_report(tables, images)
+        atomic_write_text(target, text)
+        console.print(f"{render}: {target}")
 
 
 @app.command()

@@ -24,15 +24,22 @@ class ResultSummary:
     post: dict[str, float]
     seconds_per_edit: float
     total_seconds: float
+    overrides: tuple[str, ...] = ()  # --hparam overrides (ablations are separate rows and gate keys)
+    peak_memory_mb: float | None = None
 
     @property
-    def key(self) -> tuple[str, str, str, int, str]:
+    def key(self) -> tuple[str, str, str, int, str, tuple[str, ...]]:
         """Runs are comparable when they agree on this (the seed may differ between reference and candidate)."""
-        return (self.model, self.editor, self.dataset, self.scale, self.mode)
+        return (self.model, self.editor, self.dataset, self.scale, self.mode, self.overrides)
+
+    @property
+    def variant(self) -> str:
+        """The editor and its overrides, e.g. "meg [use_familiarity=false]"."""
+        return self.editor + (f" [{', '.join(self.overrides)}]" if self.overrides else "")
 
     @property
     def label(self) -> str:
-        return f"{self.editor}/{self.dataset}/n{self.scale}/{self.mode}"
+        return f"{self.variant}/{self.dataset}/n{self.scale}/{self.mode}"
 
 
 def load_result(path: Path) -> ResultSummary:
@@ -55,6 +62,8 @@ def load_result(path: Path) -> ResultSummary:
             post=data["metrics"]["post"],
             seconds_per_edit=float(data.get("seconds_per_edit", 0.0)),
             total_seconds=float(data["timings_s"].get("total", 0.0)),
+            overrides=tuple(run.get("hparam_overrides") or ()),
+            peak_memory_mb=(data.get("memory") or {}).get("peak_rss_mb"),
         )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{path} is not a kebench results file ({type(exc).__name__}: {exc})") from None
@@ -169,3 +178,64 @@ def markdown_report(
     lines.append("")
     lines.append("Metrics in %, higher is better; a regression is a drop larger than the tolerance.")
     return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- compare tables
+
+
+def _pct(x: object) -> str:
+    return f"{100 * float(x):.1f}" if isinstance(x, (int, float)) else "–"
+
+
+def comparison_tables(summaries: list[ResultSummary]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(suite, header, rows) per suite; cells are "edited (unedited)" in %, then cost columns."""
+    from itertools import groupby
+
+    ordered = sorted(summaries, key=lambda s: (s.dataset, s.scale, s.mode, s.editor, s.overrides))
+    tables = []
+    for dataset, group in groupby(ordered, key=lambda s: s.dataset):
+        runs = list(group)
+        cols = headline_metrics(runs)
+        header = ["editor", "n", "mode", *(c.removesuffix("_success") for c in cols), "s/edit", "total s", "peak GB"]
+        rows = []
+        for s in runs:
+            cells = [f"{_pct(s.post.get(c))} ({_pct(s.pre.get(c))})" if c in s.post else "–" for c in cols]
+            peak = f"{s.peak_memory_mb / 1024:.1f}" if s.peak_memory_mb else "–"
+            rows.append([s.variant, str(s.scale), s.mode, *cells, f"{s.seconds_per_edit:.2f}", f"{s.total_seconds:.0f}", peak])
+        tables.append((dataset, header, rows))
+    return tables
+
+
+def markdown_tables(tables: list[tuple[str, list[str], list[list[str]]]], images: list[Path] = (), rel_to: Path | None = None) -> str:
+    md: list[str] = []
+    for dataset, header, rows in tables:
+        md += [f"### {dataset}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        md += ["| " + " | ".join(r) + " |" for r in rows]
+        md.append("")
+    for img in images:
+        ref = img.relative_to(rel_to) if rel_to is not None else img
+        md += [f"![{img.stem}]({ref.as_posix()})", ""]
+    return "\n".join(md)
+
+
+def html_report(tables: list[tuple[str, list[str], list[list[str]]]], images: list[Path] = ()) -> str:
+    """One self-contained page: the tables, and the plots embedded as base64 PNG."""
+    import base64
+    import html
+
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>kebench comparison</title>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:2em}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
+        "img{max-width:100%}</style></head><body>",
+        "<h1>kebench comparison</h1><p>Cells: edited (unedited), in %.</p>",
+    ]
+    for dataset, header, rows in tables:
+        parts.append(f"<h2>{html.escape(dataset)}</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows]
+        parts.append("</table>")
+    for img in images:
+        data = base64.b64encode(Path(img).read_bytes()).decode()
+        parts.append(f"<h3>{html.escape(Path(img).stem)}</h3><img alt='{html.escape(Path(img).stem)}' src='data:image/png;base64,{data}'>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

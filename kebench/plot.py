@@ -9,7 +9,7 @@ from kebench.compare import ResultSummary
 
 
 def plot_scaling(summaries: list[ResultSummary], out_dir: Path) -> list[Path]:
-    """One PNG per (suite, metric) plus one of seconds per edit; a line per editor and mode."""
+    """One PNG per suite: a panel per headline metric, seconds per edit and peak memory; a line per editor variant and mode."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -24,23 +24,25 @@ def plot_scaling(summaries: list[ResultSummary], out_dir: Path) -> list[Path]:
     written: list[Path] = []
     for dataset, runs in sorted(by_suite.items()):
         metrics = [m for m in get_suite(dataset).headline if any(m in r.post for r in runs)]
-        panels = [*metrics, "seconds_per_edit"]
+        panels = [*metrics, "seconds_per_edit", "peak_memory_gb"]
         fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), squeeze=False)
         lines: dict[tuple[str, str], list[ResultSummary]] = defaultdict(list)
         for r in runs:
-            lines[(r.editor, r.mode)].append(r)
+            lines[(r.variant, r.mode)].append(r)
         for ax, metric in zip(axes[0], panels):
             for (editor, mode), pts in sorted(lines.items()):
                 pts = sorted(pts, key=lambda r: r.scale)
                 xs = [r.scale for r in pts]
                 if metric == "seconds_per_edit":
                     ys = [r.seconds_per_edit for r in pts]
+                elif metric == "peak_memory_gb":
+                    ys = [r.peak_memory_mb / 1024 if r.peak_memory_mb else float("nan") for r in pts]
                 else:
                     ys = [100 * r.post[metric] if metric in r.post else float("nan") for r in pts]
                 ax.plot(xs, ys, marker="o", label=f"{editor} ({mode})")
             ax.set_xscale("log")
             ax.set_xlabel("edits")
-            ax.set_title(metric if metric == "seconds_per_edit" else f"{metric} (%)", fontsize=9)
+            ax.set_title(metric if metric in ("seconds_per_edit", "peak_memory_gb") else f"{metric} (%)", fontsize=9)
             ax.grid(alpha=0.3)
         axes[0][0].legend(fontsize=7)
         fig.suptitle(f"{dataset}: scaling with the number of edits", fontsize=10)

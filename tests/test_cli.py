@@ -14,12 +14,14 @@ from kebench.cli import app
 runner = CliRunner()
 
 
-def _result(path, editor, efficacy, neighbourhood, dataset="counterfact", scale=20):
+def _result(path, editor, efficacy, neighbourhood, dataset="counterfact", scale=20, overrides=()):
     post = {"efficacy_success": efficacy, "paraphrase_success": 0.5, "neighbourhood_success": neighbourhood, "score": 0.5}
     data = {
         "schema_version": 1,
         "editor": editor,
-        "run": {"dataset": dataset, "n_cases": scale, "mode": "batch", "batch_size": None, "model": None, "seed": 0},
+        "run": {"dataset": dataset, "n_cases": scale, "mode": "batch", "batch_size": None, "model": None, "seed": 0,
+                "hparam_overrides": list(overrides)},
+        "memory": {"peak_rss_mb": 2048.0},
         "metrics": {"pre": {k: 0.4 for k in post}, "post": post},
         "timings_s": {"total": 12.0},
         "seconds_per_edit": 0.5,
@@ -74,6 +76,29 @@ def test_compare_shows_all_runs(tmp_path):
     assert "memit" in res.output and "none" in res.output
     md = (tmp_path / "t.md").read_text()
     assert "### counterfact" in md and "| memit | 20 | batch | 95.0 (40.0)" in md
+    assert "| 2.0 |" in md  # peak memory, GB
+    assert "![scaling_counterfact](t_plots/scaling_counterfact.png)" in md
+    assert (tmp_path / "t_plots" / "scaling_counterfact.png").stat().st_size > 1000
+
+
+def test_compare_html_embeds_plots_and_keeps_ablations_apart(tmp_path):
+    _result(tmp_path / "a.json", "meg", 0.99, 0.9)
+    _result(tmp_path / "b.json", "meg", 0.99, 0.6, overrides=["use_familiarity=false"])
+    res = runner.invoke(app, ["compare", str(tmp_path), "--html", str(tmp_path / "r.html")])
+    assert res.exit_code == 0, res.output
+    page = (tmp_path / "r.html").read_text()
+    assert page.count("<tr>") == 3 and "meg [use_familiarity=false]" in page
+    assert "data:image/png;base64," in page
+
+
+def test_report_pairs_ablations_with_their_own_reference(tmp_path):
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "cand").mkdir()
+    for d in ("ref", "cand"):
+        _result(tmp_path / d / "a.json", "meg", 0.99, 0.9)
+        _result(tmp_path / d / "b.json", "meg", 0.99, 0.6, overrides=["use_familiarity=false"])
+    ok = runner.invoke(app, ["report", "--baseline", str(tmp_path / "ref"), "--candidate", str(tmp_path / "cand")])
+    assert ok.exit_code == 0, ok.output
 
 
 def test_report_gate_passes_within_tolerance_and_fails_beyond(tmp_path):
