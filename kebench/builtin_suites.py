@@ -1,30 +1,16 @@
-"""The built-in suites: each data set of kebench.data.suites paired with its metrics."""
+"""The built-in suites: each data set of kebench.data.suites paired with its metrics, registered in SUITES."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from kebench.data.shipped import display_name, file_sha256
-from kebench.data.zsre import ZSRE_TEMPLATE
-from kebench.data.suites import DATASETS
+from kebench.data import suites as data
 from kebench.metrics.aggregate import aggregate, counterfact_score, zsre_score
 from kebench.metrics.counterfact import counterfact_evaluate
 from kebench.metrics.mquake import mquake_evaluate
 from kebench.metrics.zsre import zsre_evaluate, zsre_reference
-from kebench.suites import SUITES, LoadedData, Suite
-
-
-def _loader(name: str) -> Callable[[str | None, str | None], LoadedData]:
-    def load(data_file: str | None, fmt: str | None) -> LoadedData:
-        spec = DATASETS.get(name)
-        paths, notes = spec.source_paths(Path(data_file) if data_file else None)
-        cases = spec.load_paths(paths, fmt, ZSRE_TEMPLATE, shipped=data_file is None)
-        files = [{"path": display_name(p), "sha256": file_sha256(p), "format": fmt or "detected"} for p in paths]
-        return LoadedData(cases, files, notes)
-
-    return load
+from kebench.suites import SUITES, Suite
 
 
 def _counterfact_aggregate(records: list[dict[str, Any]]) -> dict[str, float]:
@@ -58,18 +44,12 @@ CF_HEADLINE = ("efficacy_success", "paraphrase_success", "neighbourhood_success"
 ZSRE_HEADLINE = ("reliability_tf", "generality_tf", "locality_tf", "reliability_em", "generality_em", "locality_em", "score")
 MQUAKE_HEADLINE = ("edit_accuracy", "multihop_accuracy")
 
-for _name in DATASETS.names():
-    _spec = DATASETS.get(_name)
-    if _name.startswith("counterfact"):
-        suite = Suite(_name, _spec.description, _loader(_name), _no_reference_eval(counterfact_evaluate),
-                      _counterfact_aggregate, CF_HEADLINE)
-    elif _name.startswith("zsre"):
-        suite = Suite(_name, _spec.description, _loader(_name), _zsre_eval, _zsre_aggregate, ZSRE_HEADLINE,
-                      reference=zsre_reference)
-    elif _name.startswith("mquake"):
-        suite = Suite(_name, _spec.description, _loader(_name), _no_reference_eval(mquake_evaluate), aggregate,
-                      MQUAKE_HEADLINE)
-    else:
-        continue
-    if _name not in SUITES:
-        SUITES.register(_name, suite)
+for _spec in (data.COUNTERFACT, data.COUNTERFACT_ROME, data.COUNTERFACT_FULL):
+    SUITES.register(_spec.name, Suite(_spec.name, _spec.description, _no_reference_eval(counterfact_evaluate),
+                                      _counterfact_aggregate, CF_HEADLINE, data=_spec))
+for _spec in (data.ZSRE, data.ZSRE_KNOWEDIT, data.ZSRE_FULL):
+    SUITES.register(_spec.name, Suite(_spec.name, _spec.description, _zsre_eval, _zsre_aggregate, ZSRE_HEADLINE,
+                                      data=_spec, reference=zsre_reference))
+for _spec in (data.MQUAKE, data.MQUAKE_CF3K):
+    SUITES.register(_spec.name, Suite(_spec.name, _spec.description, _no_reference_eval(mquake_evaluate), aggregate,
+                                      MQUAKE_HEADLINE, data=_spec))

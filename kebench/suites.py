@@ -1,4 +1,4 @@
-"""A suite = a loader for its files + its evaluation + its headline metrics, under one name.
+"""A suite = its data + its evaluation + its headline metrics, under one name (one registry).
 
 The runner only talks to `Suite`; new suites register here (or through the
 `kebench.suites` entry-point group) without touching the runner.
@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kebench.data.case import EditCase
+from kebench.data.suites import DatasetSpec
+from kebench.errors import ConfigError
 from kebench.models.loaded import LoadedModel
 from kebench.registry import Registry
 
@@ -31,9 +34,11 @@ class LoadedData:
 
 @dataclass(frozen=True)
 class Suite:
-    """How to load, score and summarise one benchmark.
+    """How to load, score and summarise one benchmark: the one registry entry per suite name.
 
-    - `load(data_file, fmt) -> LoadedData` (None = the shipped default files)
+    - `data`: the files behind a file-based suite (shipped defaults, accepted layouts, how they
+      combine, the training pool); `load` reads them. A suite that is not files gives `loader`.
+    - `load(data_file, fmt) -> LoadedData` (None = the suite's default files)
     - `reference(lm, cases, batch_size=) -> list[dict]`: pre-edit predictions that later
       metrics compare against (locality); one record per case with "case_id".
     - `evaluate(lm, cases, references, condition, batch_size=) -> list[dict]`: one record per case.
@@ -42,11 +47,28 @@ class Suite:
 
     name: str
     description: str
-    load: Callable[[str | None, str | None], LoadedData]
     evaluate: Callable[..., list[dict[str, Any]]]
     aggregate: Callable[[list[dict[str, Any]]], dict[str, float]]
     headline: tuple[str, ...]
+    data: DatasetSpec | None = None
+    loader: Callable[[str | None, str | None], LoadedData] | None = None
     reference: Callable[..., list[dict[str, Any]]] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.data is None) == (self.loader is None):
+            raise ConfigError(f"suite {self.name!r} needs exactly one of data (its files) or loader")
+
+    def load(self, data_file: str | None = None, fmt: str | None = None) -> LoadedData:
+        """The cases of `data_file` (None: the suite's own files) and where they came from."""
+        if self.loader is not None:
+            return self.loader(data_file, fmt)
+        from kebench.data.shipped import display_name, file_sha256
+        from kebench.data.zsre import ZSRE_TEMPLATE
+
+        paths, notes = self.data.source_paths(Path(data_file) if data_file else None)
+        cases = self.data.load_paths(paths, fmt, ZSRE_TEMPLATE, shipped=data_file is None)
+        files = [{"path": display_name(p), "sha256": file_sha256(p), "format": fmt or "detected"} for p in paths]
+        return LoadedData(cases, files, notes)
 
     def sample(self, cases: list[EditCase], n: int | None, seed: int) -> list[EditCase]:
         from kebench.data.suites import sample_cases
@@ -65,6 +87,10 @@ SUITES: Registry[Suite] = Registry("dataset", entry_point_group="kebench.suites"
 def suite_names() -> list[str]:
     _register_builtin()
     return SUITES.names()
+
+
+def all_suites() -> list[Suite]:
+    return [get_suite(n) for n in suite_names()]
 
 
 def get_suite(name: str) -> Suite:

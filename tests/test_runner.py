@@ -42,7 +42,7 @@ def _aggregate(records):
 
 
 if "toy" not in SUITES:
-    SUITES.register("toy", Suite("toy", "test suite", _load, _evaluate, _aggregate, headline=("efficacy",)))
+    SUITES.register("toy", Suite("toy", "test suite", _evaluate, _aggregate, headline=("efficacy",), loader=_load))
 
 
 @pytest.fixture

@@ -4,18 +4,10 @@ from kebench.data.case import EditCase, EditRequest, Probe
 from kebench.data.corpus import wikitext_paragraphs
 from kebench.data.formats import FORMATS, Format, detect_format, load_file, parse_records, register_format
 from kebench.data.shipped import file_sha256, open_text, read_records, shipped_names, shipped_path
-from kebench.data.suites import (
-    DATASETS,
-    DatasetSpec,
-    load_cases,
-    register_dataset,
-    sample_cases,
-    training_pool,
-)
+from kebench.data.suites import DatasetSpec, load_cases, sample_cases, training_pool
 from kebench.data.zsre import ZSRE_TEMPLATE
 
 __all__ = [
-    "DATASETS",
     "FORMATS",
     "ZSRE_TEMPLATE",
     "DatasetSpec",
@@ -30,7 +22,6 @@ __all__ = [
     "open_text",
     "parse_records",
     "read_records",
-    "register_dataset",
     "register_format",
     "sample_cases",
     "shipped_names",

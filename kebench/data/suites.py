@@ -1,8 +1,8 @@
-"""Benchmark suites: named sets of cases the runner loads, samples and evaluates.
+"""The data behind file-based suites: which files, which layouts, how files combine, sampling.
 
-A suite names its default shipped files, the layouts it accepts and how files
-combine (zsRE de-duplicates questions). Third parties add suites by registering
-a `DatasetSpec` in `DATASETS` (or through the "kebench.datasets" entry-point group).
+A `DatasetSpec` names a suite's default shipped files, the layouts it accepts and how files
+combine (zsRE de-duplicates questions). It is the `data` of a `kebench.suites.Suite`, the one
+registry of suites; `load_cases` and `training_pool` look a suite up there by name.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from kebench.data.formats import detect_format, parse_records
 from kebench.data.remote import RemoteFile, fetch
 from kebench.data.shipped import display_name, read_records, shipped_path
 from kebench.data.zsre import ZSRE_TEMPLATE, question_key
-from kebench.errors import DataError
-from kebench.registry import Registry
+from kebench.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +89,7 @@ class DatasetSpec:
             source = display_name(p)
             layout = fmt or detect_format(records, source)
             if layout not in self.formats:
-                owners = [s for s in DATASETS.names() if layout in DATASETS.get(s).formats]
+                owners = _suites_taking(layout)
                 raise DataError(
                     f"{source} is in {layout} format, which suite {self.name!r} does not take "
                     f"(it takes {', '.join(self.formats)}); use suite {' or '.join(map(repr, owners)) or 'a matching suite'}"
@@ -116,60 +115,68 @@ def _check_unique_ids(cases: Sequence[EditCase], suite: str) -> None:
         seen.add(case.case_id)
 
 
-DATASETS: Registry[DatasetSpec] = Registry("suite", entry_point_group="kebench.datasets")
+def _suites_taking(layout: str) -> list[str]:
+    from kebench.suites import all_suites
+
+    return [s.name for s in all_suites() if s.data is not None and layout in s.data.formats]
 
 
-def register_dataset(spec: DatasetSpec) -> DatasetSpec:
-    DATASETS.register(spec.name, spec)
+def data_spec(suite: str) -> DatasetSpec:
+    """The files behind the registered suite `suite` (an error for suites that are not files)."""
+    from kebench.suites import get_suite
+
+    spec = get_suite(suite).data
+    if spec is None:
+        raise ConfigError(f"suite {suite!r} is not backed by data files; load it through kebench.suites.get_suite")
     return spec
 
 
 _CF = ("counterfact-easyedit", "counterfact-rome")
 _ZSRE = ("zsre-mend", "knowedit")
-register_dataset(DatasetSpec(
+COUNTERFACT = DatasetSpec(
     "counterfact", ("counterfact-edit.json",), _CF,
     "CounterFact, 10,000 cases (EasyEdit layout: 1 paraphrase, 1 neighbourhood prompt each)",
     pool="counterfact-train.json",
-))
-register_dataset(DatasetSpec(
+)
+COUNTERFACT_ROME = DatasetSpec(
     "counterfact-rome", ("counterfact_rome_subset349.json",), _CF,
     "CounterFact, 336 cases (ROME layout: 2 paraphrases, 10 neighbourhood and 10 generation prompts each)",
     pool="counterfact-train.json",
-))
-register_dataset(DatasetSpec(
+)
+ZSRE = DatasetSpec(
     "zsre", ("zsre_mend_eval_portability_gpt4.json", "zsre_mend_train_1k.json"), _ZSRE,
     "zsRE (MEND split): 1,037 eval cases with portability + 998 train cases, de-duplicated by question",
     combine=dedup_by_question, drop_empty_targets=True, pool="zsre_mend_train_1k.json",
-))
-register_dataset(DatasetSpec(
+)
+ZSRE_KNOWEDIT = DatasetSpec(
     "zsre-knowedit", ("knowedit_ZsRE-test-all.json",), _ZSRE,
     "zsRE (KnowEdit test set), 1,304 cases with relation-specificity locality and portability",
     pool="zsre_mend_train_1k.json",
-))
-register_dataset(DatasetSpec(
+)
+MQUAKE = DatasetSpec(
     "mquake", ("MQuAKE-hard.json",), ("mquake",),
     "MQuAKE-hard, 329 cases of 4 edits each with 3 multi-hop questions",
-))
+)
 
 # The complete public releases (fetched once; the shipped files above are the fallback).
 ROME_DATA = "https://rome.baulab.info/data/dsets"
-register_dataset(DatasetSpec(
+COUNTERFACT_FULL = DatasetSpec(
     "counterfact-full", ("counterfact-edit.json",), _CF,
     "CounterFact, all 21,919 cases (ROME release, fetched; falls back to the shipped 10,000)",
     pool="counterfact-train.json", remote=(RemoteFile("counterfact.json", f"{ROME_DATA}/counterfact.json"),),
-))
-register_dataset(DatasetSpec(
+)
+ZSRE_FULL = DatasetSpec(
     "zsre-full", ("zsre_mend_eval_portability_gpt4.json", "zsre_mend_train_1k.json"), _ZSRE,
     "zsRE MEND eval split, 19,086 cases (ROME release, fetched; falls back to the shipped files)",
     combine=dedup_by_question, drop_empty_targets=True, pool="zsre_mend_train_1k.json",
     remote=(RemoteFile("zsre_mem-eval.json", f"{ROME_DATA}/zsre_mem-eval.json"),),
-))
-register_dataset(DatasetSpec(
+)
+MQUAKE_CF3K = DatasetSpec(
     "mquake-cf3k", ("MQuAKE-hard.json",), ("mquake",),
     "MQuAKE-CF-3k, 3,000 multi-hop cases (fetched from GitHub; falls back to the shipped MQuAKE-hard)",
     remote=(RemoteFile("MQuAKE-CF-3k.json",
                        "https://raw.githubusercontent.com/princeton-nlp/MQuAKE/main/datasets/MQuAKE-CF-3k.json"),),
-))
+)
 
 
 def load_cases(
@@ -180,7 +187,7 @@ def load_cases(
     fmt: the record layout (see FORMATS); None detects it from the first record.
     template: wraps questions (zsRE, MQuAKE); must contain "{}" once.
     """
-    return DATASETS.get(suite).load(path, fmt, template)
+    return data_spec(suite).load(path, fmt, template)
 
 
 def sample_cases(cases: Sequence[EditCase], n: int, seed: int) -> list[EditCase]:
@@ -200,7 +207,7 @@ def training_pool(suite: str, exclude: Iterable[EditCase] = (), template: str = 
     A pool case is dropped when it shares a case_id or an edit prompt (filled in)
     with any excluded case; the ROME subset shares 165 case_ids with the pool.
     """
-    spec = DATASETS.get(suite)
+    spec = data_spec(suite)
     if spec.pool is None:
         raise DataError(f"suite {suite!r} has no training pool; train on another suite's pool or skip this editor")
     excluded = list(exclude)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kebench.data import DATASETS, load_cases, sample_cases, training_pool
+from kebench.data import load_cases, sample_cases, training_pool
+from kebench.suites import suite_names
 from kebench.data.case import EditCase, EditRequest
 from kebench.errors import ConfigError, DataError
 
@@ -14,7 +15,7 @@ def make_cases(n: int, suite: str = "toy") -> list[EditCase]:
 
 
 def test_builtin_suites_are_registered():
-    assert {"counterfact", "counterfact-rome", "zsre", "zsre-knowedit", "mquake"} <= set(DATASETS.names())
+    assert {"counterfact", "counterfact-rome", "zsre", "zsre-knowedit", "mquake"} <= set(suite_names())
 
 
 def test_unknown_suite_suggests_a_name():
