@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from kebench.errors import ModelError
-from kebench.tokens import encode_prompt, encode_target, pad_right
+from kebench.tokens import encode_prompt, encode_target, pad_left, pad_right
 from kebench.models.loaded import LoadedModel
 
 Condition = Callable[[Sequence[str]], AbstractContextManager[Any]]
@@ -218,13 +218,8 @@ def greedy_generate(
     with _evaluating(model):
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
-            width = max(len(encoded[i]) for i in batch)
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            attention = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                ids = encoded[i]
-                input_ids[row, width - len(ids) :] = torch.tensor(ids)
-                attention[row, width - len(ids) :] = 1
+            input_ids, attention = pad_left([encoded[i] for i in batch], pad)
+            width = input_ids.shape[1]
             with _condition(condition, [prompts[i] for i in batch]):
                 out = model.generate(
                     input_ids=input_ids.to(lm.device),

@@ -59,21 +59,25 @@ def encode_prompt_targets(tokenizer, prompts: Sequence[str], targets: Sequence[s
 
 
 def pad_right(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token-id rows -> (ids [n, width] right-padded with `pad`, attention mask)."""
+    """Token-id rows -> (ids [n, width] right-padded with `pad`, attention mask).
+
+    Scoring and fitting pad right: each row's tokens keep the positions they have alone."""
+    return _pad(rows, pad, left=False)
+
+
+def pad_left(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id rows -> (ids [n, width] left-padded with `pad`, attention mask).
+
+    Generation pads left: every row's next token is predicted from the last column."""
+    return _pad(rows, pad, left=True)
+
+
+def _pad(rows: Sequence[Sequence[int]], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, : len(r)] = 1
+        cols = slice(width - len(r), width) if left else slice(0, len(r))
+        ids[i, cols] = torch.as_tensor(r, dtype=torch.long)
+        mask[i, cols] = 1
     return ids, mask
-
-
-def target_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean NLL over each row's target tokens (next-token shift applied); shape [batch]."""
-    shift_logits = logits[:, :-1].float()
-    shift_labels = labels[:, 1:]
-    mask = shift_labels != -100
-    logp = torch.log_softmax(shift_logits, dim=-1)
-    tok = logp.gather(-1, shift_labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return -(tok * mask).sum(1) / mask.sum(1).clamp(min=1)

@@ -11,7 +11,9 @@ from kebench.data.case import EditCase, EditRequest
 from kebench.errors import ConfigError
 from kebench.runner import Run, RunConfig, case_requests
 from kebench.suites import SUITES, LoadedData, Suite
-from kebench.tokens import encode_prompt_targets, target_nll
+from kebench.tokens import encode_prompt_targets
+
+from tests.helpers import target_nll
 
 CASES = [
     EditCase(

@@ -216,3 +216,12 @@ def test_scoring_runs_in_eval_mode_and_restores_training_flag(tokenizer):
     assert [s.token_logprobs for s in a] == [s.token_logprobs for s in b]  # no dropout noise
     assert model.training
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_padding_keeps_tokens_and_masks_the_rest():
+    from kebench.tokens import pad_left, pad_right
+
+    ids, mask = pad_right([[5, 6, 7], [8]], pad=0)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    ids, mask = pad_left([[5, 6, 7], [8]], pad=0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]

@@ -26,6 +26,7 @@ from kebench.models.embedded import cache_root as embedded_cache_root
 from kebench.models.load import default_encoder_path
 from kebench.progress import progress_bar
 
+from kebench.tokens import pad_right
 from kebench.hooks import capture_block_output, replay_from
 
 def cache_root() -> Path:
@@ -193,12 +194,10 @@ class _HeadInputs:
         rows = [self.index[t] for t in texts]
         width = max(len(self.ids[r]) for r in rows)
         pad = enc.tokenizer.pad_token_id or 0
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        ids, mask = pad_right([self.ids[r] for r in rows], pad)
         hidden = torch.zeros(len(rows), width, self.hidden[rows[0]].shape[-1])
         for j, r in enumerate(rows):
-            n = len(self.ids[r])
-            ids[j, :n], mask[j, :n], hidden[j, :n] = self.ids[r], 1, self.hidden[r]
+            hidden[j, : len(self.ids[r])] = self.hidden[r]
         dev = enc.device
         ids, mask = ids.to(dev), mask.to(dev)
         cached = hidden.to(dev)

@@ -2,7 +2,9 @@ import torch
 
 from editors.ft import FTEditor, FTHParams
 from kebench.data.case import EditRequest
-from kebench.tokens import encode_prompt_targets, target_nll
+from kebench.tokens import encode_prompt_targets
+
+from tests.helpers import target_nll
 
 
 def _nll(lm, reqs):
