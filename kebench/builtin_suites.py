@@ -7,7 +7,7 @@ from typing import Any
 
 from kebench.data import suites as data
 from kebench.metrics.aggregate import aggregate, counterfact_score, zsre_score
-from kebench.metrics.counterfact import counterfact_evaluate
+from kebench.metrics.counterfact import counterfact_evaluate, neighbourhood_kept
 from kebench.metrics.mquake import mquake_evaluate
 from kebench.metrics.zsre import zsre_evaluate, zsre_reference
 from kebench.suites import SUITES, Suite
@@ -40,13 +40,13 @@ def _zsre_eval(lm, cases, references, condition, *, batch_size: int = 32):
     return zsre_evaluate(lm, cases, references, condition, batch_size=batch_size)
 
 
-CF_HEADLINE = ("efficacy_success", "paraphrase_success", "neighbourhood_success", "score")
+CF_HEADLINE = ("efficacy_success", "paraphrase_success", "neighbourhood_success", "score", "neighbourhood_kept")
 ZSRE_HEADLINE = ("reliability_tf", "generality_tf", "locality_tf", "reliability_em", "generality_em", "locality_em", "score")
 MQUAKE_HEADLINE = ("edit_accuracy", "multihop_accuracy")
 
 for _spec in (data.COUNTERFACT, data.COUNTERFACT_ROME, data.COUNTERFACT_FULL):
     SUITES.register(_spec.name, Suite(_spec.name, _spec.description, _no_reference_eval(counterfact_evaluate),
-                                      _counterfact_aggregate, CF_HEADLINE, data=_spec))
+                                      _counterfact_aggregate, CF_HEADLINE, data=_spec, paired=neighbourhood_kept))
 for _spec in (data.ZSRE, data.ZSRE_KNOWEDIT, data.ZSRE_FULL):
     SUITES.register(_spec.name, Suite(_spec.name, _spec.description, _zsre_eval, _zsre_aggregate, ZSRE_HEADLINE,
                                       data=_spec, reference=zsre_reference))

@@ -59,7 +59,7 @@ def load_result(path: Path) -> ResultSummary:
             model=run.get("model") or "default",
             seed=int(run["seed"]),
             pre=data["metrics"]["pre"],
-            post=data["metrics"]["post"],
+            post=_with_paired(run["dataset"], data["metrics"]["post"], data.get("cases")),
             seconds_per_edit=float(data.get("seconds_per_edit", 0.0)),
             total_seconds=float(data["timings_s"].get("total", 0.0)),
             overrides=tuple(run.get("hparam_overrides") or ()),
@@ -67,6 +67,20 @@ def load_result(path: Path) -> ResultSummary:
         )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{path} is not a kebench results file ({type(exc).__name__}: {exc})") from None
+
+
+def _with_paired(dataset: str, post: dict[str, float], cases: list[dict] | None) -> dict[str, float]:
+    """Post metrics, with the suite's paired metrics computed from the per-case records when the
+    file predates them (the records hold everything they need; nothing is estimated)."""
+    from kebench.suites import get_suite, suite_names
+
+    if not cases or dataset not in suite_names():
+        return post
+    suite = get_suite(dataset)
+    if suite.paired is None:
+        return post
+    extra = suite.paired([c["pre"] for c in cases], [c["post"] for c in cases])
+    return {**extra, **post}
 
 
 def expand_paths(paths: list[Path]) -> list[Path]:

@@ -30,7 +30,7 @@ from kebench.io import append_jsonl, atomic_write_json, read_jsonl
 from kebench.models.loaded import LoadedModel, exact_checksum
 from kebench.progress import progress_bar
 from kebench.provenance import git_state, hardware, package_versions, peak_memory_mb
-from kebench.suites import Suite, get_suite
+from kebench.suites import Suite, get_suite, post_metrics
 
 SCHEMA_VERSION = 1
 
@@ -341,7 +341,7 @@ class Run:
             "restore_bit_exact": restored,
             "metrics": {
                 "pre": suite.aggregate([pre[c.case_id] for c in cases]),
-                "post": suite.aggregate([post[c.case_id] for c in cases]),
+                "post": post_metrics(suite, [pre[c.case_id] for c in cases], [post[c.case_id] for c in cases]),
             },
             "cases": records,
         }

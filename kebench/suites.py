@@ -43,6 +43,7 @@ class Suite:
       metrics compare against (locality); one record per case with "case_id".
     - `evaluate(lm, cases, references, condition, batch_size=) -> list[dict]`: one record per case.
     - `aggregate(records) -> dict[str, float]`; `headline`: the metrics tables and gates show.
+    - `paired(pre_records, post_records) -> dict[str, float]`: post-edit metrics that need both.
     """
 
     name: str
@@ -53,6 +54,8 @@ class Suite:
     data: DatasetSpec | None = None
     loader: Callable[[str | None, str | None], LoadedData] | None = None
     reference: Callable[..., list[dict[str, Any]]] | None = None
+    # metrics that compare each case's post-edit record with its pre-edit one (locality vs the unedited model)
+    paired: Callable[[list[dict[str, Any]], list[dict[str, Any]]], dict[str, float]] | None = None
 
     def __post_init__(self) -> None:
         if (self.data is None) == (self.loader is None):
@@ -106,3 +109,11 @@ def _register_builtin() -> None:
     if not _builtin_done:
         _builtin_done = True
         import kebench.builtin_suites  # noqa: F401  (registers counterfact, zsre, mquake, ...)
+
+
+def post_metrics(suite: Suite, pre: list[dict[str, Any]], post: list[dict[str, Any]]) -> dict[str, float]:
+    """The post-edit summary: `aggregate` of the post records plus the suite's `paired` metrics."""
+    out = suite.aggregate(post)
+    if suite.paired is not None:
+        out.update(suite.paired(pre, post))
+    return out

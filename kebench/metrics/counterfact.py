@@ -50,6 +50,22 @@ def neighbourhood_magnitude(pairs: Sequence[NllPair]) -> float:
     return _mean([math.exp(-true) - math.exp(-new) for new, true in pairs])
 
 
+def neighbourhood_kept(pre: Sequence[dict[str, Any]], post: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Locality against the unedited model: the fraction of neighbourhood prompts whose preference
+    (true vs new answer) is the same after the edit as before it, over all prompts of all cases.
+
+    Neighbourhood success alone is bounded by what the unedited model gets right (a small model
+    prefers the new target on many neighbours before any edit); this counts what the edit changed."""
+    same = total = 0
+    for a, b in zip(pre, post, strict=True):
+        if a["case_id"] != b["case_id"]:
+            raise ValueError(f"pre/post records out of order: {a['case_id']} vs {b['case_id']}")
+        before, after = a["nll"].get("neighbourhood", []), b["nll"].get("neighbourhood", [])
+        same += sum((t0 < n0) == (t1 < n1) for (n0, t0), (n1, t1) in zip(before, after, strict=True))
+        total += len(before)
+    return {"neighbourhood_kept": same / total} if total else {}
+
+
 def counterfact_record(
     case_id: str,
     rewrite: Sequence[NllPair],

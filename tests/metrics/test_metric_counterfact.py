@@ -72,3 +72,18 @@ def test_missing_true_target_raises(tiny_lm):
     case = EditCase("9", "counterfact", (EditRequest("The capital of {} is", "France", "Rome", None, "9"),))
     with pytest.raises(DataError, match="target_true"):
         cf.counterfact_evaluate(tiny_lm, [case], generation_tokens=0)
+
+
+def test_neighbourhood_kept_counts_preferences_the_edit_changed():
+    from kebench.metrics.counterfact import neighbourhood_kept
+
+    def rec(cid, pairs):
+        return {"case_id": cid, "nll": {"neighbourhood": pairs}}
+
+    pre = [rec("a", [[2.0, 1.0], [1.0, 2.0]]), rec("b", [[3.0, 1.0]])]  # (nll_new, nll_true)
+    post = [rec("a", [[0.5, 1.0], [1.0, 2.5]]), rec("b", [[2.0, 1.5]])]  # the first prompt flipped
+    assert neighbourhood_kept(pre, post) == {"neighbourhood_kept": 2 / 3}
+    assert neighbourhood_kept(pre, pre) == {"neighbourhood_kept": 1.0}
+    assert neighbourhood_kept([rec("a", [])], [rec("a", [])]) == {}
+    with pytest.raises(ValueError, match="out of order"):
+        neighbourhood_kept(pre, post[::-1])
