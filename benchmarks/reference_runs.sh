@@ -12,6 +12,6 @@ while read -r editor dataset scale extra; do
   [[ -f "$out" ]] && { echo "done: $out"; continue; }
   echo "$(date -u +%H:%M:%S) start: $out"
   # shellcheck disable=SC2086
-  kebench run --editor "$editor" --dataset "$dataset" --scale "$scale" --out "$out" --resume --quiet $extra \
+  kebench run --editor "$editor" --dataset "$dataset" --scale "$scale" --out "$out" --resume $extra \
     || echo "FAILED: $out"
 done < "$jobs_file"
