@@ -75,7 +75,8 @@ class MeGHParams(HParams):
     generator: str = "diffusion"  # diffusion | knn (lookup baseline) | oracle (subject routing, upper bound)
     augment_prefixes: tuple[str, ...] = DEFAULT_AUGMENT_PREFIXES
     train_on_failed: bool = True  # keep non-converged neurons as generator targets (reported either way)
-    diffusion_steps: int = 0  # 0 = auto: ~300 epochs over the (vector, condition) pairs, within [1500, 20000]
+    diffusion_steps: int = 0  # 0 = auto: `diffusion_epochs` passes over the (vector, condition) pairs, within [1500, 20000]
+    diffusion_epochs: int = 300
     diffusion_batch_size: int = 0  # 0 = auto: 64 up to 512 pairs, else 128
     diffusion_lr: float = 3e-3
     diffusion_patch: int = 32
@@ -100,7 +101,7 @@ class MeGHParams(HParams):
     def diffusion_schedule(self, pairs: int) -> tuple[int, int]:
         """(steps, batch size) for `pairs` training pairs, resolving the 0 = auto settings."""
         batch = self.diffusion_batch_size or (64 if pairs <= 512 else 128)
-        steps = self.diffusion_steps or min(20000, max(1500, 300 * pairs // batch))
+        steps = self.diffusion_steps or min(20000, max(1500, self.diffusion_epochs * pairs // batch))
         return steps, batch
 
     def __post_init__(self) -> None:
