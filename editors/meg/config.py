@@ -60,6 +60,7 @@ class MeGHParams(HParams):
 
     # familiarity gate (stage 2) -----------------------------------------------------------
     use_familiarity: bool = True  # False: always fire (ablation)
+    familiarity: str = "net"  # net: the paper's fake-class MLP, entropy < τ | similarity: 1 − max cosine to the edit queries < τ
     familiarity_classes: int = 10
     familiarity_hidden: int = 1024
     familiarity_blocks: int = 2
@@ -110,5 +111,7 @@ class MeGHParams(HParams):
         check_generator(self.generator)
         if self.fit_max_steps < 0 or self.fit_batch_size < 1:
             raise ConfigError("fit_max_steps must be >= 0 and fit_batch_size >= 1")
+        if self.familiarity not in ("net", "similarity"):
+            raise ConfigError(f"unknown familiarity gate {self.familiarity!r}; use net or similarity")
         if not 0 <= self.familiarity_alpha < 1:
             raise ConfigError(f"familiarity_alpha must be in [0, 1), got {self.familiarity_alpha}")

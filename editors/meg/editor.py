@@ -29,7 +29,7 @@ from kebench.provenance import peak_memory_mb
 from editors.meg.config import MeGHParams
 from editors.meg.diffusion import DiffusionGenerator, DiffusionSettings, auto_denoiser
 from editors.meg.encoder import ContrastiveSettings, QueryEncoder, tuned_encoder
-from editors.meg.familiarity import FamiliarityNet, calibrate_tau, fake_classes, tradeoff, train_familiarity
+from editors.meg.familiarity import FamiliarityNet, SimilarityGate, calibrate_tau, fake_classes, tradeoff, train_familiarity
 from editors.meg.fitting import evaluate_neurons, fit_neurons
 from editors.meg.generators import DiffusionNeurons, KnnGenerator, SubjectOracle
 from editors.meg.handle import MeGHandle, NeuronGenerator
@@ -186,22 +186,27 @@ class MeGEditor(Editor):
         emb_neg: torch.Tensor,
         emb_held: torch.Tensor,
         device: torch.device,
-    ) -> tuple[FamiliarityNet, float, dict[str, Any]]:
-        """Train the gate on edit queries (+ augmentations) vs unrelated queries; calibrate τ on held-out ones.
+    ) -> tuple[FamiliarityNet | SimilarityGate, float, dict[str, Any]]:
+        """Train the gate on edit queries (+ augmentations) vs unrelated queries (the net; the similarity
+        gate needs no training); calibrate τ on held-out ones.
 
         `emb_held` comes from `unrelated_queries`: plain pool prompts first, then neighbourhood-like ones.
         """
         hp = self.hparams
-        net = FamiliarityNet(dim, hp.familiarity_classes, hp.familiarity_hidden, hp.familiarity_blocks).to(device)
-        torch.manual_seed(hp.seed)
-        labels = fake_classes(n_edits, hp.familiarity_classes, hp.seed)[cond_edit]
-        stats = train_familiarity(
-            net, cond, labels, emb_neg, steps=hp.familiarity_steps, lr=hp.familiarity_lr,
-            negative_weight=hp.familiarity_negative_weight, noise=hp.familiarity_noise, seed=hp.seed,
-        )
-        h_held = net.entropy(emb_held)
+        gate: FamiliarityNet | SimilarityGate
+        if hp.familiarity == "similarity":
+            gate, stats = SimilarityGate(cond).to(device), {}
+        else:
+            gate = FamiliarityNet(dim, hp.familiarity_classes, hp.familiarity_hidden, hp.familiarity_blocks).to(device)
+            torch.manual_seed(hp.seed)
+            labels = fake_classes(n_edits, hp.familiarity_classes, hp.seed)[cond_edit]
+            stats = train_familiarity(
+                gate, cond, labels, emb_neg, steps=hp.familiarity_steps, lr=hp.familiarity_lr,
+                negative_weight=hp.familiarity_negative_weight, noise=hp.familiarity_noise, seed=hp.seed,
+            )
+        h_held = gate.score(emb_held)
         tau = hp.familiarity_tau if hp.familiarity_tau is not None else calibrate_tau(h_held, hp.familiarity_alpha)
-        h_q, h_aug = net.entropy(emb_q), net.entropy(emb_aug)
+        h_q, h_aug = gate.score(emb_q), gate.score(emb_aug)
         half = len(emb_held) // 2
         stats.update({
             "tau": tau,
@@ -211,11 +216,13 @@ class MeGEditor(Editor):
             "false_fire_heldout": _rate(h_held < tau),
             "false_fire_heldout_pool": _rate(h_held[:half] < tau),
             "false_fire_heldout_neighbourlike": _rate(h_held[half:] < tau),
-            "false_fire_train_negatives": _rate(net.entropy(emb_neg) < tau),
-            "entropy_max": float(torch.log(torch.tensor(float(hp.familiarity_classes)))),
+            "false_fire_train_negatives": _rate(gate.score(emb_neg) < tau),
+            "gate": hp.familiarity,
             "tradeoff": tradeoff(torch.cat([h_q, h_aug]), h_held),
         })
-        return net, tau, stats
+        if hp.familiarity == "net":
+            stats["entropy_max"] = float(torch.log(torch.tensor(float(hp.familiarity_classes))))
+        return gate, tau, stats
 
     def _generator(
         self,
@@ -285,9 +292,10 @@ class MeGEditor(Editor):
             "neuron": dataclasses.asdict(handle.neuron.spec),
             "tau": handle.tau,
             "encoder": {"name": enc.name, "pooling": enc.pooling, "max_length": enc.max_length},
-            "familiarity": None if fam is None else {
-                "dim": fam.dim, "classes": fam.classes, "hidden": fam.hidden, "blocks": fam.n_blocks,
-            },
+            "familiarity": None if fam is None else (
+                {"kind": "similarity", "dim": fam.dim} if isinstance(fam, SimilarityGate) else
+                {"kind": "net", "dim": fam.dim, "classes": fam.classes, "hidden": fam.hidden, "blocks": fam.n_blocks}
+            ),
             "generator": self.hparams.generator,
             "stats": handle.stats,
         }
@@ -326,8 +334,12 @@ class MeGEditor(Editor):
         fam = None
         if meta["familiarity"] is not None:
             f = meta["familiarity"]
-            fam = FamiliarityNet(f["dim"], f["classes"], f["hidden"], f["blocks"])
-            fam.load_state_dict(load_file(str(path / "familiarity.safetensors")))
+            fam_state = load_file(str(path / "familiarity.safetensors"))
+            if f.get("kind", "net") == "similarity":
+                fam = SimilarityGate(fam_state["bank"])
+            else:
+                fam = FamiliarityNet(f["dim"], f["classes"], f["hidden"], f["blocks"])
+                fam.load_state_dict(fam_state)
             fam.to(lm.device).eval()
         state = load_file(str(path / "generator.safetensors"))
         kind = meta["generator"]

@@ -16,7 +16,7 @@ import torch
 from kebench.editor import EditHandle
 
 from editors.meg.encoder import QueryEncoder
-from editors.meg.familiarity import FamiliarityNet
+from editors.meg.familiarity import FamiliarityNet, SimilarityGate
 from editors.meg.neuron import DynamicNeuron
 
 
@@ -31,7 +31,7 @@ class MeGHandle(EditHandle):
         self,
         neuron: DynamicNeuron,
         encoder: QueryEncoder,
-        familiarity: FamiliarityNet | None,
+        familiarity: FamiliarityNet | SimilarityGate | None,
         tau: float | None,
         generator: NeuronGenerator,
         stats: dict[str, Any] | None = None,
@@ -55,11 +55,11 @@ class MeGHandle(EditHandle):
         self._cache.clear()
 
     def fires(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(fire mask, entropy) for normalised query embeddings; without a gate every query fires."""
+        """(fire mask, gate score) for normalised query embeddings; without a gate every query fires."""
         if self.familiarity is None or self.tau is None:
             return torch.ones(len(emb), dtype=torch.bool), torch.zeros(len(emb))
-        entropy = self.familiarity.entropy(emb)
-        return entropy < self.tau, entropy
+        score = self.familiarity.score(emb)
+        return score < self.tau, score
 
     def _decide(self, prompts: Sequence[str]) -> None:
         new = [p for p in dict.fromkeys(prompts) if p not in self._cache]

@@ -130,3 +130,23 @@ def test_second_apply_reuses_fitted_neurons_and_trained_diffusion(lm, cases, enc
     assert "diffusion_from_cache" not in fresh.stats
     assert _scores(lm, probes, targets, fresh.conditioning) == scores  # the cache changes no number
     fresh.restore()
+
+
+def test_similarity_gate_fires_on_edits_not_on_unrelated_and_survives_save_load(lm, cases, encoder_dir, tmp_path):
+    reqs = [c.request for c in cases]
+    editor = MeGEditor(small(encoder_dir, familiarity="similarity", generator="knn"))
+    handle = editor.apply(lm, reqs)
+    s = handle.stats
+    assert s["gate"] == "similarity" and s["fire_rate_requests"] == 1.0 and s["false_fire_heldout"] <= 0.05 + 1e-6
+    fire, _ = handle.fires(handle.encoder.encode(["The Eiffel Tower is made of", "Bananas are usually coloured"]))
+    assert not fire.any()
+    probes = [c.prompt for c in cases] + ["The Eiffel Tower is made of"]
+    targets = [c.target_new for c in cases] + ["iron"]
+    first = _scores(lm, probes, targets, handle.conditioning)
+    editor.save_edits(handle, tmp_path / "edits")
+    handle.restore()
+    loaded = MeGEditor().load_edits(lm, tmp_path / "edits")
+    assert _scores(lm, probes, targets, loaded.conditioning) == first
+    loaded.restore()
+    with pytest.raises(ConfigError, match="unknown familiarity gate"):
+        MeGHParams(familiarity="oracle")

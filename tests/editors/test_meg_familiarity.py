@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from editors.meg.familiarity import FamiliarityNet, calibrate_tau, fake_classes, tradeoff, train_familiarity
+from kebench.errors import ConfigError
 from tests.editors.test_meg_encoder import tiny_encoder
 
 EDITS = [
@@ -57,3 +59,18 @@ def test_tradeoff_is_monotone():
     neg = [g["fire_negative"] for g in grid]
     assert pos == sorted(pos) and neg == sorted(neg)
     assert grid[0]["fire_positive"] == 0.0 and grid[-1]["fire_negative"] == 1.0 and grid[-1]["fire_positive"] == 1.0
+
+
+def test_similarity_gate_scores_distance_to_the_nearest_edit_query():
+    from editors.meg.familiarity import SimilarityGate
+
+    g = torch.Generator().manual_seed(0)
+    bank = torch.nn.functional.normalize(torch.randn(50, 16, generator=g), dim=-1)
+    gate = SimilarityGate(bank)
+    assert torch.allclose(gate.score(bank), torch.zeros(50), atol=1e-5)  # every edit query is familiar
+    near = torch.nn.functional.normalize(bank[:5] + 0.05 * torch.randn(5, 16, generator=g), dim=-1)
+    far = torch.nn.functional.normalize(torch.randn(200, 16, generator=g), dim=-1)
+    assert gate.score(near).max() < gate.score(far).median()
+    assert torch.allclose(gate.score(far, chunk=7), gate.score(far))  # chunking changes nothing
+    with pytest.raises(ConfigError):
+        SimilarityGate(torch.zeros(0, 16))
