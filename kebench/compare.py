@@ -213,7 +213,10 @@ def comparison_tables(summaries: list[ResultSummary]) -> list[tuple[str, list[st
         header = ["editor", "n", "mode", *(c.removesuffix("_success") for c in cols), "s/edit", "total s", "peak GB"]
         rows = []
         for s in runs:
-            cells = [f"{_pct(s.post.get(c))} ({_pct(s.pre.get(c))})" if c in s.post else "–" for c in cols]
+            cells = [
+                "–" if c not in s.post else f"{_pct(s.post[c])} ({_pct(s.pre[c])})" if c in s.pre else _pct(s.post[c])
+                for c in cols
+            ]
             peak = f"{s.peak_memory_mb / 1024:.1f}" if s.peak_memory_mb else "–"
             rows.append([s.variant, str(s.scale), s.mode, *cells, f"{s.seconds_per_edit:.2f}", f"{s.total_seconds:.0f}", peak])
         tables.append((dataset, header, rows))
