@@ -5,22 +5,29 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temp file in the same folder, fsync, then rename over the target."""
+    _atomic_write(path, "w", lambda fh: fh.write(text))
+
+
+def _atomic_write(path: Path, mode: str, write: Callable[[Any], object]) -> None:
+    """`write(fh)` into a temp file beside `path`, fsync, make it readable (mkstemp makes 0600;
+    results and caches are meant to be shared), then rename over `path`: readers see the old
+    file or the whole new one, never a partial one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        with os.fdopen(fd, mode) as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -68,19 +75,7 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def atomic_torch_save(path: Path, obj: Any) -> None:
-    """torch.save via a temp file, fsync and rename: readers see the old file or the whole new one."""
+    """torch.save through `_atomic_write`: readers see the old file or the whole new one."""
     import torch  # local: keeps `kebench.io` importable without torch for the JSON helpers
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # a shared cache should be readable
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _atomic_write(path, "wb", lambda fh: torch.save(obj, fh))
