@@ -197,7 +197,7 @@ def markdown_report(
 # ----------------------------------------------------------------------------- compare tables
 
 
-def _pct(x: object) -> str:
+def percent(x: object) -> str:
     return f"{100 * float(x):.1f}" if isinstance(x, (int, float)) else "–"
 
 
@@ -214,7 +214,7 @@ def comparison_tables(summaries: list[ResultSummary]) -> list[tuple[str, list[st
         rows = []
         for s in runs:
             cells = [
-                "–" if c not in s.post else f"{_pct(s.post[c])} ({_pct(s.pre[c])})" if c in s.pre else _pct(s.post[c])
+                "–" if c not in s.post else f"{percent(s.post[c])} ({percent(s.pre[c])})" if c in s.pre else percent(s.post[c])
                 for c in cols
             ]
             peak = f"{s.peak_memory_mb / 1024:.1f}" if s.peak_memory_mb else "–"
