@@ -26,6 +26,7 @@ class ResultSummary:
     total_seconds: float
     overrides: tuple[str, ...] = ()  # --hparam overrides (ablations are separate rows and gate keys)
     peak_memory_mb: float | None = None
+    from_fit_cache: bool = False  # part of the fitting was read from kebench.fit_cache: s/edit is not a fresh fit's
 
     @property
     def key(self) -> tuple[str, str, str, int, str, tuple[str, ...]]:
@@ -64,9 +65,22 @@ def load_result(path: Path) -> ResultSummary:
             total_seconds=float(data["timings_s"].get("total", 0.0)),
             overrides=tuple(run.get("hparam_overrides") or ()),
             peak_memory_mb=(data.get("memory") or {}).get("peak_rss_mb"),
+            from_fit_cache=any(_used_fit_cache(step.get("stats") or {}) for step in data.get("editor_stats") or []),
         )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{path} is not a kebench results file ({type(exc).__name__}: {exc})") from None
+
+
+def _used_fit_cache(stats: dict) -> bool:
+    """Whether an edit step read fitted values, neurons or a trained generator from the fit cache."""
+    return bool(stats.get("v_cached_groups") or stats.get("fit_cached_chunks") or stats.get("diffusion_from_cache"))
+
+
+CACHED_MARK = "†"
+CACHED_NOTE = (
+    f"{CACHED_MARK} part of the fitting was read from the fit cache (kebench.fit_cache), so s/edit is less than "
+    "a fresh fit's; `editor_stats` in the results file records what the cached part took when it was fitted."
+)
 
 
 def _with_paired(dataset: str, post: dict[str, float], cases: list[dict] | None) -> dict[str, float]:
@@ -218,7 +232,8 @@ def comparison_tables(summaries: list[ResultSummary]) -> list[tuple[str, list[st
                 for c in cols
             ]
             peak = f"{s.peak_memory_mb / 1024:.1f}" if s.peak_memory_mb else "–"
-            rows.append([s.variant, str(s.scale), s.mode, *cells, f"{s.seconds_per_edit:.2f}", f"{s.total_seconds:.0f}", peak])
+            per_edit = f"{s.seconds_per_edit:.2f}" + (CACHED_MARK if s.from_fit_cache else "")
+            rows.append([s.variant, str(s.scale), s.mode, *cells, per_edit, f"{s.total_seconds:.0f}", peak])
         tables.append((dataset, header, rows))
     return tables
 
@@ -229,6 +244,8 @@ def markdown_tables(tables: list[tuple[str, list[str], list[list[str]]]], images
         md += [f"### {dataset}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         md += ["| " + " | ".join(r) + " |" for r in rows]
         md.append("")
+    if any(CACHED_MARK in r[-3] for _, _, rows in tables for r in rows):
+        md += [CACHED_NOTE, ""]
     for img in images:
         ref = img.relative_to(rel_to) if rel_to is not None else img
         md += [f"![{img.stem}]({ref.as_posix()})", ""]
@@ -251,6 +268,8 @@ def html_report(tables: list[tuple[str, list[str], list[list[str]]]], images: li
         parts.append(f"<h2>{html.escape(dataset)}</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows]
         parts.append("</table>")
+    if any(CACHED_MARK in r[-3] for _, _, rows in tables for r in rows):
+        parts.append(f"<p>{html.escape(CACHED_NOTE)}</p>")
     for img in images:
         data = base64.b64encode(Path(img).read_bytes()).decode()
         parts.append(f"<h3>{html.escape(Path(img).stem)}</h3><img alt='{html.escape(Path(img).stem)}' src='data:image/png;base64,{data}'>")

@@ -129,6 +129,9 @@ class Editor(ABC):
     config_dir: ClassVar[Path | None] = None
     #: True if the editor changes weights (handles are WeightEditHandle and checkpointable by state).
     edits_weights: ClassVar[bool] = True
+    #: True if the editor leaves the model as it is (the `none` baseline): its post-edit records are the
+    #: pre-edit ones, so the runner reuses them instead of evaluating the same model twice.
+    changes_nothing: ClassVar[bool] = False
 
     def __init__(self, hparams: HParams | None = None) -> None:
         self.hparams = hparams if hparams is not None else self.hparams_cls()

@@ -293,12 +293,15 @@ class Run:
         handle = self._edit(lm, editor, cases)
         if self.save_edits and self.shard.is_main:
             editor.save_edits(handle, self.save_edits)
-        post = self._records(
-            "post",
-            cases,
-            lambda ch: suite.evaluate(lm, ch, [refs[c.case_id] for c in ch], handle.conditioning, batch_size=ebs),
-            "post-edit evaluation",
-        )
+        if editor.changes_nothing:
+            post = pre  # the same model on the same cases: evaluating it again would only repeat `pre`
+        else:
+            post = self._records(
+                "post",
+                cases,
+                lambda ch: suite.evaluate(lm, ch, [refs[c.case_id] for c in ch], handle.conditioning, batch_size=ebs),
+                "post-edit evaluation",
+            )
 
         t0 = time.perf_counter()
         handle.restore()

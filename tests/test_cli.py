@@ -14,7 +14,7 @@ from kebench.cli import app
 runner = CliRunner()
 
 
-def _result(path, editor, efficacy, neighbourhood, dataset="counterfact", scale=20, overrides=()):
+def _result(path, editor, efficacy, neighbourhood, dataset="counterfact", scale=20, overrides=(), stats=None):
     post = {"efficacy_success": efficacy, "paraphrase_success": 0.5, "neighbourhood_success": neighbourhood, "score": 0.5}
     data = {
         "schema_version": 1,
@@ -25,6 +25,7 @@ def _result(path, editor, efficacy, neighbourhood, dataset="counterfact", scale=
         "metrics": {"pre": {k: 0.4 for k in post}, "post": post},
         "timings_s": {"total": 12.0},
         "seconds_per_edit": 0.5,
+        "editor_stats": [{"n_requests": scale, "stats": stats or {}}],
     }
     path.write_text(json.dumps(data))
     return path
@@ -79,6 +80,20 @@ def test_compare_shows_all_runs(tmp_path):
     assert "| 2.0 |" in md  # peak memory, GB
     assert "![scaling_counterfact](t_plots/scaling_counterfact.png)" in md
     assert (tmp_path / "t_plots" / "scaling_counterfact.png").stat().st_size > 1000
+    assert "fit cache" not in md  # no run read its fitting from the cache
+
+
+def test_compare_marks_runs_whose_fitting_came_from_the_cache(tmp_path):
+    _result(tmp_path / "a.json", "memit", 0.95, 0.8, stats={"v_groups": 2, "v_cached_groups": 0})
+    _result(tmp_path / "b.json", "alphaedit", 0.9, 0.8, stats={"v_groups": 2, "v_cached_groups": 2})
+    _result(tmp_path / "c.json", "meg", 0.9, 0.8, stats={"fit_cached_chunks": 0, "diffusion_from_cache": True})
+    res = runner.invoke(app, ["compare", str(tmp_path), "--markdown", str(tmp_path / "t.md"), "--no-plots"])
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "t.md").read_text()
+    assert "| memit | 20 | batch | 95.0 (40.0) | 50.0 (40.0) | 80.0 (40.0) | 50.0 (40.0) | 0.50 |" in md
+    assert "| 0.50† |" in md.split("| alphaedit |")[1].splitlines()[0]
+    assert "| 0.50† |" in md.split("| meg |")[1].splitlines()[0]
+    assert "† part of the fitting was read from the fit cache" in md
 
 
 def test_compare_html_embeds_plots_and_keeps_ablations_apart(tmp_path):

@@ -110,7 +110,10 @@ def test_resume_skips_finished_work(tmp_path, loader):
 
 
 def test_pre_edit_records_shared_between_editors(tmp_path, loader):
-    Run(_cfg(editor="none", hparam_overrides=()), tmp_path / "a.json", model_loader=loader).execute()
+    CALLS.clear()
+    none = Run(_cfg(editor="none", hparam_overrides=()), tmp_path / "a.json", model_loader=loader).execute()
+    assert sum(CALLS) == 4  # pre-edit evaluation only: `none` changes nothing, so its post records are those
+    assert none["metrics"]["post"] == none["metrics"]["pre"] and "post" not in none["timings_s"]
     CALLS.clear()
     Run(_cfg(), tmp_path / "b.json", model_loader=loader).execute()
     assert sum(CALLS) == 4  # ft reused none's unedited-model records; only its post-edit evaluation ran

@@ -256,7 +256,9 @@ class MeGEditor(Editor):
             model = DiffusionGenerator.from_state(meta["config"], found).to(device)
             stats = {**meta["stats"], "diffusion_from_cache": True}
         else:
+            t0 = time.perf_counter()
             stats = model.fit(vectors[cond_edit], cond)
+            stats["diffusion_train_seconds"] = time.perf_counter() - t0  # kept with a cached generator
             if cache is not None:
                 cache.save(key, model.state_dict(), {"config": model.config(), "stats": stats})
         stats["diffusion_params"] = sum(p.numel() for p in model.model.parameters())

@@ -44,6 +44,9 @@ class FitResult:
     baseline_nll: torch.Tensor  # the unedited model's mean target NLL
     baseline_efficacy: torch.Tensor  # bool [n]: the unedited model already predicts target_new
     seconds: float
+    chunks: int = 0  # groups of edits fitted together
+    cached_chunks: int = 0  # of which read from the fit cache (their fitting time is not in `seconds`)
+    cached_seconds: float = 0.0  # what the cached chunks took when they were fitted (where recorded)
 
     def summary(self) -> dict[str, float | int]:
         n = max(len(self.converged), 1)
@@ -57,6 +60,9 @@ class FitResult:
             "baseline_efficacy": float(self.baseline_efficacy.float().sum() / n),
             "baseline_nll": float(self.baseline_nll.mean()) if len(self.baseline_nll) else 0.0,
             "fit_seconds": self.seconds,
+            "fit_chunks": self.chunks,
+            "fit_cached_chunks": self.cached_chunks,
+            "fit_cached_seconds": self.cached_seconds,
         }
 
 
@@ -218,8 +224,10 @@ def fit_neurons(
     base_nll, base_eff = torch.zeros(n), torch.zeros(n, dtype=torch.bool)
     chunks = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
     neuron = DynamicNeuron(lm.adapter.mlp(layer), spec)
+    cached_chunks, cached_seconds = 0, 0.0
     with frozen(lm.model), neuron, progress_bar("MeG: fitting neurons", max_steps * len(chunks)) as bar:
         for chunk in chunks:
+            t_chunk = time.perf_counter()
             rows = build_rows(lm.tokenizer, [requests[i] for i in chunk], context_prefixes)
             key = found = None
             if cache is not None:
@@ -229,16 +237,22 @@ def fit_neurons(
                 found = cache.load(key, _CHUNK_FIELDS)
             if found is not None:
                 res = tuple(found[f] for f in _CHUNK_FIELDS)
+                cached_chunks += 1
+                cached_seconds += float(found.get("meta", {}).get("seconds", 0.0))
                 bar.advance(max_steps)
             else:
                 res = _fit_chunk(lm, rows, len(chunk), neuron, layer, init, lr, max_steps, nll_threshold, bar)
                 if cache is not None:
-                    cache.save(key, dict(zip(_CHUNK_FIELDS, res, strict=True)))
+                    meta = {"seconds": time.perf_counter() - t_chunk}
+                    cache.save(key, dict(zip(_CHUNK_FIELDS, res, strict=True)), meta)
             idx = torch.tensor(chunk)
             vectors[idx], converged[idx], steps[idx] = res[0], res[1], res[2]
             nll_out[idx], eff_out[idx], base_nll[idx], base_eff[idx] = res[3], res[4], res[5], res[6]
     check_finite("MeG fitted neurons", vectors)
-    return FitResult(vectors, converged, steps, nll_out, eff_out, base_nll, base_eff, time.perf_counter() - start)
+    return FitResult(
+        vectors, converged, steps, nll_out, eff_out, base_nll, base_eff, time.perf_counter() - start,
+        len(chunks), cached_chunks, cached_seconds,
+    )
 
 
 _CHUNK_FIELDS = ("vectors", "converged", "steps", "nll", "efficacy", "baseline_nll", "baseline_efficacy")

@@ -64,11 +64,13 @@ class TargetValues:
     seconds: float
     groups: int = 0  # groups of edits fitted together
     cached_groups: int = 0  # of which read from the value cache (their fitting time is not in `seconds`)
+    cached_seconds: float = 0.0  # what the cached groups took when they were fitted (where recorded)
 
     def stats(self) -> dict[str, float]:
         return {
             "v_groups": self.groups,
             "v_cached_groups": self.cached_groups,
+            "v_cached_seconds": self.cached_seconds,
             "v_converged_frac": float(self.converged.float().mean()),
             "v_mean_steps": float(self.steps.float().mean()),
             "v_nll_start": float(self.nll_start.mean()),
@@ -120,10 +122,12 @@ def fit_target_values(
             key = _cache_key(cache, layer, cfg, batch.select(edits)) if cache is not None else None
             found = cache.load(key, CACHED_FIELDS) if cache is not None else None
             out.groups += 1
+            t_group = time.perf_counter()
             if found is None:
                 _fit_group(lm, batch, edits, layer, cfg, out)
             else:
                 out.cached_groups += 1
+                out.cached_seconds += float(found.get("meta", {}).get("seconds", 0.0))
             per_edit = {"delta": out.delta, "converged": out.converged, "steps": out.steps,
                         "nll_start": out.nll_start, "nll_end": out.nll_end}
             if found is not None:
@@ -131,7 +135,10 @@ def fit_target_values(
                     t[edits] = found[name].to(t.dtype)
                 out.row_h[rows] = found["row_h"].float()
             elif cache is not None:
-                cache.save(key, {**{k: t[edits] for k, t in per_edit.items()}, "row_h": out.row_h[rows]})
+                cache.save(
+                    key, {**{k: t[edits] for k, t in per_edit.items()}, "row_h": out.row_h[rows]},
+                    {"seconds": time.perf_counter() - t_group},
+                )
             bar.advance(len(edits))
     out.seconds = time.perf_counter() - start
     return out

@@ -19,6 +19,7 @@ class NoneHParams(HParams):
 class NoneEditor(Editor):
     name = "none"
     hparams_cls = NoneHParams
+    changes_nothing = True
 
     def apply(self, lm: LoadedModel, requests: Sequence[EditRequest]) -> EditHandle:
         return WeightEditHandle(lm.model, [], {"n_requests": len(requests)})

@@ -121,7 +121,8 @@ def test_second_apply_reuses_fitted_neurons_and_trained_diffusion(lm, cases, enc
     first.restore()
     # the gate ablation changes nothing the neurons or the generator depend on: both come from the cache
     again = MeGEditor(small(encoder_dir, use_familiarity=False)).apply(lm, reqs)
-    assert again.stats["diffusion_from_cache"] is True
+    assert again.stats["diffusion_from_cache"] is True and again.stats["fit_cached_chunks"] == again.stats["fit_chunks"]
+    assert again.stats["diffusion_train_seconds"] == first.stats["diffusion_train_seconds"] > 0  # the original cost
     assert again.stats["diffusion_loss_last"] == first.stats["diffusion_loss_last"]
     assert torch.equal(again.generator.generate(again.encoder.encode(probes), probes),
                        first.generator.generate(first.encoder.encode(probes), probes))

@@ -54,6 +54,8 @@ def test_cached_chunks_give_the_same_neurons_without_refitting(lm, tmp_path):
     again = FitCache("meg_neurons", exact_checksum(lm.model), "cpu", tmp_path)
     reused = fit_neurons(lm, REQUESTS, spec, layer=1, max_steps=30, batch_size=2, cache=again)
     assert (again.hits, again.misses) == (2, 0)
+    assert (fitted.chunks, fitted.cached_chunks, reused.cached_chunks) == (2, 0, 2)
+    assert fitted.cached_seconds == 0.0 and reused.summary()["fit_cached_seconds"] > 0.0
     for name in ("vectors", "converged", "steps", "nll", "efficacy", "baseline_nll", "baseline_efficacy"):
         assert torch.equal(getattr(reused, name), getattr(fitted, name)), name
     # other settings (layer, steps, prefixes) miss

@@ -211,6 +211,8 @@ def test_value_cache_returns_the_same_fit_and_refits_what_it_cannot_trust(tiny_l
     again = FitCache("target_values", exact_checksum(lm.model), "cpu")
     reused = fit_target_values(lm, batch, 1, cfg, again)
     assert (again.hits, reused.cached_groups) == (2, 2)
+    assert fitted.cached_seconds == 0.0 and reused.cached_seconds > 0.0  # what the cached fits once cost
+    assert reused.stats()["v_cached_seconds"] == reused.cached_seconds
     for name in ("delta", "row_h", "converged", "steps", "nll_start", "nll_end"):
         assert torch.equal(getattr(reused, name), getattr(fitted, name)), name
     # a truncated file is refitted, not trusted
