@@ -14,7 +14,7 @@ from kebench.data import load_cases
 from kebench.models.loaded import LoadedModel, exact_checksum
 from tests.conftest import make_tiny_llama
 from tests.editors.test_alphaedit import _hparams as alphaedit_hparams
-from tests.editors.test_meg_editor import encoder_dir, small  # noqa: F401  (encoder_dir is a fixture)
+from tests.editors.test_meg_editor import small
 from tests.editors.test_memit import TOY, _nll, _tiny_hparams
 
 
@@ -52,7 +52,7 @@ def test_weight_editors_edit_a_bf16_model_and_restore_it_bit_exact(make, bf16_lm
     assert exact_checksum(bf16_lm.model) == original
 
 
-def test_meg_edits_a_bf16_model_through_its_neuron_hook(bf16_lm, encoder_dir):  # noqa: F811
+def test_meg_edits_a_bf16_model_through_its_neuron_hook(bf16_lm, encoder_dir):
     cases = load_cases("counterfact")[:4]
     original = exact_checksum(bf16_lm.model)
     handle = MeGEditor(small(encoder_dir, generator="knn", familiarity_alpha=0.0)).apply(bf16_lm, [c.request for c in cases])

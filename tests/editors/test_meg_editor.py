@@ -4,29 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertModel
 
 from kebench.data import load_cases
 from kebench.editor import EDITORS
 from kebench.errors import ConfigError, DataError
-from kebench.models.load import default_encoder_path
 from kebench.models.loaded import exact_checksum
 from kebench.scoring import score_targets
 from editors.meg import MeGEditor, MeGHandle, MeGHParams
-
-
-@pytest.fixture(scope="module")
-def encoder_dir(tmp_path_factory):
-    """A random 2-layer BERT (d=32) saved with the real MiniLM tokenizer."""
-    path = tmp_path_factory.mktemp("tiny-bert")
-    tok = AutoTokenizer.from_pretrained(default_encoder_path())
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
-    )
-    BertModel(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")
