@@ -45,8 +45,10 @@ ZSRE_HEADLINE = ("reliability_tf", "generality_tf", "locality_tf", "reliability_
 MQUAKE_HEADLINE = ("edit_accuracy", "multihop_accuracy")
 
 for _spec in (data.COUNTERFACT, data.COUNTERFACT_ROME, data.COUNTERFACT_FULL):
+    # fluency (ROME's n-gram entropy of greedy generations) where the file has generation prompts
+    headline = CF_HEADLINE if _spec is data.COUNTERFACT else (*CF_HEADLINE, "ngram_entropy")
     SUITES.register(_spec.name, Suite(_spec.name, _spec.description, _no_reference_eval(counterfact_evaluate),
-                                      _counterfact_aggregate, CF_HEADLINE, data=_spec, paired=neighbourhood_kept))
+                                      _counterfact_aggregate, headline, data=_spec, paired=neighbourhood_kept))
 for _spec in (data.ZSRE, data.ZSRE_KNOWEDIT, data.ZSRE_FULL):
     SUITES.register(_spec.name, Suite(_spec.name, _spec.description, _zsre_eval, _zsre_aggregate, ZSRE_HEADLINE,
                                       data=_spec, reference=zsre_reference))

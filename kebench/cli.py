@@ -85,7 +85,7 @@ def run(
 
 
 def _print_summary(result: dict) -> None:
-    from kebench.compare import percent
+    from kebench.compare import metric_cell
     from kebench.suites import get_suite
 
     suite = get_suite(result["run"]["dataset"])
@@ -96,7 +96,7 @@ def _print_summary(result: dict) -> None:
     pre, post = result["metrics"]["pre"], result["metrics"]["post"]
     for name in suite.headline:
         if name in post:
-            table.add_row(name, percent(pre.get(name)), percent(post[name]))
+            table.add_row(name, metric_cell(name, pre.get(name)), metric_cell(name, post[name]))
     console.print(table)
     t = result["timings_s"]
     console.print(

@@ -211,8 +211,19 @@ def markdown_report(
 # ----------------------------------------------------------------------------- compare tables
 
 
+#: metrics that are not rates: shown as they are, not in %
+RAW_METRICS = frozenset({"ngram_entropy"})
+
+
 def percent(x: object) -> str:
     return f"{100 * float(x):.1f}" if isinstance(x, (int, float)) else "–"
+
+
+def metric_cell(metric: str, x: object) -> str:
+    """A metric for a table: rates in %, the others (fluency, in bits) as they are."""
+    if metric in RAW_METRICS:
+        return f"{float(x):.2f}" if isinstance(x, (int, float)) else "–"
+    return percent(x)
 
 
 def comparison_tables(summaries: list[ResultSummary]) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -228,7 +239,7 @@ def comparison_tables(summaries: list[ResultSummary]) -> list[tuple[str, list[st
         rows = []
         for s in runs:
             cells = [
-                "–" if c not in s.post else f"{percent(s.post[c])} ({percent(s.pre[c])})" if c in s.pre else percent(s.post[c])
+                "–" if c not in s.post else f"{metric_cell(c, s.post[c])} ({metric_cell(c, s.pre[c])})" if c in s.pre else metric_cell(c, s.post[c])
                 for c in cols
             ]
             peak = f"{s.peak_memory_mb / 1024:.1f}" if s.peak_memory_mb else "–"

@@ -83,6 +83,17 @@ def test_compare_shows_all_runs(tmp_path):
     assert "fit cache" not in md  # no run read its fitting from the cache
 
 
+def test_compare_shows_fluency_in_bits_where_the_suite_measures_it(tmp_path):
+    path = _result(tmp_path / "a.json", "memit", 0.95, 0.8, dataset="counterfact-rome")
+    data = json.loads(path.read_text())
+    data["metrics"]["pre"]["ngram_entropy"], data["metrics"]["post"]["ngram_entropy"] = 5.70, 5.612
+    path.write_text(json.dumps(data))
+    res = runner.invoke(app, ["compare", str(path), "--markdown", str(tmp_path / "t.md"), "--no-plots"])
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "t.md").read_text()
+    assert "| ngram_entropy |" in md and "| 5.61 (5.70) |" in md
+
+
 def test_compare_marks_runs_whose_fitting_came_from_the_cache(tmp_path):
     _result(tmp_path / "a.json", "memit", 0.95, 0.8, stats={"v_groups": 2, "v_cached_groups": 0})
     _result(tmp_path / "b.json", "alphaedit", 0.9, 0.8, stats={"v_groups": 2, "v_cached_groups": 2})
