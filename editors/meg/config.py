@@ -85,6 +85,7 @@ class MeGHParams(HParams):
     diffusion_depth: int = 0  # 0 = auto
     diffusion_ema: float = 0.0
     diffusion_sample_steps: int = 25
+    diffusion_cond_noise: float = 0.0  # train on conditions moved by noise of norm up to this × ‖y‖ (paraphrase robustness)
 
     # misc ---------------------------------------------------------------------------------
     seed: int = 0
@@ -113,5 +114,7 @@ class MeGHParams(HParams):
             raise ConfigError("fit_max_steps must be >= 0 and fit_batch_size >= 1")
         if self.familiarity not in ("net", "similarity"):
             raise ConfigError(f"unknown familiarity gate {self.familiarity!r}; use net or similarity")
+        if self.diffusion_cond_noise < 0:
+            raise ConfigError(f"diffusion_cond_noise must be >= 0, got {self.diffusion_cond_noise}")
         if not 0 <= self.familiarity_alpha < 1:
             raise ConfigError(f"familiarity_alpha must be in [0, 1), got {self.familiarity_alpha}")

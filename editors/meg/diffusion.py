@@ -140,6 +140,17 @@ class DiffusionSettings:
     beta_schedule: str = "squaredcos_cap_v2"
     sample_steps: int = 25
     seed: int = 0
+    # Condition augmentation: each training condition moved by isotropic noise of norm U(0, cond_noise)·‖y‖,
+    # so the denoiser maps a neighbourhood of each edit's query embedding (where its paraphrases land)
+    # to that edit's neuron rather than only the exact training points. 0 = off.
+    cond_noise: float = 0.0
+
+
+def _perturb(y: torch.Tensor, radius: float, gen: torch.Generator) -> torch.Tensor:
+    """`y` plus a random direction of norm U(0, radius)·‖y‖ per row."""
+    direction = nn.functional.normalize(torch.randn(y.shape, generator=gen), dim=-1).to(y.device)
+    norm = torch.rand(len(y), 1, generator=gen).to(y.device) * radius * y.norm(dim=-1, keepdim=True)
+    return y + direction * norm
 
 
 def _schedulers(settings: DiffusionSettings) -> tuple[object, object]:
@@ -197,6 +208,8 @@ class DiffusionGenerator:
             for _ in range(s.steps):
                 idx = torch.randint(0, len(x0_all), (min(s.batch_size, max(len(x0_all), 16)),), generator=gen).to(dev)
                 x0, y = x0_all[idx], y_all[idx]
+                if s.cond_noise > 0:
+                    y = _perturb(y, s.cond_noise, gen)
                 noise = torch.randn(x0.shape, generator=gen).to(dev)
                 t = torch.randint(0, s.train_timesteps, (len(idx),), generator=gen).to(dev)
                 xt = self.train_scheduler.add_noise(x0, noise, t)

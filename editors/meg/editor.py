@@ -243,7 +243,7 @@ class MeGEditor(Editor):
         steps, batch = hp.diffusion_schedule(len(cond))
         settings = DiffusionSettings(
             steps=steps, batch_size=batch, lr=hp.diffusion_lr, ema=hp.diffusion_ema,
-            sample_steps=hp.diffusion_sample_steps, seed=hp.seed,
+            sample_steps=hp.diffusion_sample_steps, seed=hp.seed, cond_noise=hp.diffusion_cond_noise,
         )
         model = DiffusionGenerator(cfg, settings).to(device)
         cache = FitCache("meg_generator", "any-model", device.type) if hp.fit_cache else None

@@ -13,6 +13,8 @@ from editors.meg.diffusion import (
     Standardizer,
     auto_denoiser,
 )
+from editors.meg.config import MeGHParams
+from kebench.errors import ConfigError
 from editors.meg.generators import KnnGenerator, SubjectOracle
 
 
@@ -82,3 +84,18 @@ def test_knn_and_subject_oracle():
     oracle = SubjectOracle(bank, torch.tensor([0, 1, 2]), vectors, ["Paris", "New York", "York"])
     got = oracle.generate(torch.tensor([[1.0, 0.0, 0.0]] * 2), ["Where is New York?", "nothing here"])
     assert torch.equal(got, torch.stack([vectors[1], vectors[0]]))  # longest subject; else nearest
+
+
+def test_condition_noise_maps_a_neighbourhood_of_each_condition_to_its_cluster():
+    centers, conds, x, y = _clusters()
+    cfg = auto_denoiser(100, 16, 200, patch=16, hidden=64, depth=2)
+    gen = DiffusionGenerator(cfg, DiffusionSettings(steps=300, batch_size=64, lr=2e-3, cond_noise=0.6))
+    gen.fit(x, y)
+    g = torch.Generator().manual_seed(7)
+    shifted = conds + 0.4 * torch.nn.functional.normalize(torch.randn(conds.shape, generator=g), dim=-1)  # cos ≈ 0.93
+    dist = torch.cdist(gen.sample(shifted), centers)
+    assert dist.argmin(-1).tolist() == [0, 1, 2, 3]
+    spread = torch.cdist(centers, centers)
+    assert (dist.diagonal() < 0.25 * spread[spread > 0].min()).all()
+    with pytest.raises(ConfigError, match="diffusion_cond_noise"):
+        MeGHParams(diffusion_cond_noise=-0.1)
