@@ -12,15 +12,21 @@ adaLN-zero init, optional EMA, sizes scaled to our vector and edit count.
 from __future__ import annotations
 
 import copy
+import json
+import logging
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from kebench.editor import check_finite
 from kebench.errors import ConfigError
+from kebench.io import atomic_torch_save
 from kebench.progress import progress_bar
+
+log = logging.getLogger(__name__)
 
 
 class Standardizer:
@@ -186,8 +192,14 @@ class DiffusionGenerator:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def fit(self, vectors: torch.Tensor, conds: torch.Tensor) -> dict[str, float]:
-        """Train the denoiser; `vectors[i]` is the neuron for query embedding `conds[i]`."""
+    def fit(
+        self, vectors: torch.Tensor, conds: torch.Tensor, checkpoint: Path | None = None, checkpoint_every: int = 500
+    ) -> dict[str, float]:
+        """Train the denoiser; `vectors[i]` is the neuron for query embedding `conds[i]`.
+
+        With `checkpoint`, the training state (weights, optimiser, schedule, RNG, losses) is written
+        there every `checkpoint_every` steps and training resumes from it, so an interrupted
+        multi-hour training (10,000 edits on a CPU) continues where it stopped, to the same result."""
         if len(vectors) != len(conds) or len(vectors) == 0:
             raise ConfigError(f"diffusion needs matching, non-empty vectors and conditions ({len(vectors)} vs {len(conds)})")
         s = self.settings
@@ -202,10 +214,19 @@ class DiffusionGenerator:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine)
         if s.ema > 0:
             self.ema_model = copy.deepcopy(self.model).requires_grad_(False)
-        self.model.train()
         losses: list[float] = []
+        fingerprint = {"config": self.config(), "pairs": len(x0_all)}
+        start = self._resume(checkpoint, fingerprint, opt, sched, gen, losses) if checkpoint is not None else 0
+        self.model.train()
         with progress_bar("MeG: training diffusion", s.steps) as bar:
-            for _ in range(s.steps):
+            bar.advance(start)
+            for step in range(start, s.steps):
+                if checkpoint is not None and step > start and step % checkpoint_every == 0:
+                    atomic_torch_save(checkpoint, {
+                        "fingerprint": json.dumps(fingerprint, sort_keys=True), "step": step, "losses": list(losses),
+                        "model": self.model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                        "rng": gen.get_state(), "ema": self.ema_model.state_dict() if self.ema_model is not None else {},
+                    })
                 idx = torch.randint(0, len(x0_all), (min(s.batch_size, max(len(x0_all), 16)),), generator=gen).to(dev)
                 x0, y = x0_all[idx], y_all[idx]
                 if s.cond_noise > 0:
@@ -227,6 +248,8 @@ class DiffusionGenerator:
                 losses.append(loss.item())
                 bar.advance()
         self.model.eval()
+        if checkpoint is not None:
+            checkpoint.unlink(missing_ok=True)
         tail = losses[-max(1, len(losses) // 10) :]
         check_finite("diffusion loss", torch.tensor(tail))
         return {
@@ -235,6 +258,37 @@ class DiffusionGenerator:
             "diffusion_train_pairs": float(len(x0_all)),
             "diffusion_steps": s.steps,
         }
+
+    def _resume(self, path: Path, fingerprint: dict, opt: torch.optim.Optimizer, sched: object,
+                gen: torch.Generator, losses: list[float]) -> int:
+        """Restore a partial training from `path` if it is this training's; the step to continue from."""
+        if not path.is_file():
+            return 0
+        fresh = (copy.deepcopy(self.model.state_dict()), copy.deepcopy(opt.state_dict()),
+                 sched.state_dict(), gen.get_state())  # type: ignore[attr-defined]
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if state["fingerprint"] != json.dumps(fingerprint, sort_keys=True):
+                log.warning("ignoring %s: a partial training with other settings or data", path)
+                return 0
+            self.model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            sched.load_state_dict(state["sched"])  # type: ignore[attr-defined]
+            gen.set_state(state["rng"])
+            if self.ema_model is not None:
+                self.ema_model.load_state_dict(state["ema"])
+        except Exception as exc:  # truncated or foreign file: train from the start, from the fresh state
+            log.warning("ignoring partial diffusion training %s (%s); starting over", path, type(exc).__name__)
+            self.model.load_state_dict(fresh[0])
+            opt.load_state_dict(fresh[1])
+            sched.load_state_dict(fresh[2])  # type: ignore[attr-defined]
+            gen.set_state(fresh[3])
+            if self.ema_model is not None:
+                self.ema_model.load_state_dict(fresh[0])
+            return 0
+        losses.extend(state["losses"])
+        log.info("resuming diffusion training at step %d of %d from %s", state["step"], self.settings.steps, path)
+        return int(state["step"])
 
     @torch.no_grad()
     def sample(self, conds: torch.Tensor, steps: int | None = None) -> torch.Tensor:

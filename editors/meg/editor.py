@@ -257,7 +257,9 @@ class MeGEditor(Editor):
             stats = {**meta["stats"], "diffusion_from_cache": True}
         else:
             t0 = time.perf_counter()
-            stats = model.fit(vectors[cond_edit], cond)
+            # beside the cache entry: a long training checkpoints there and an interrupted run resumes it
+            partial = cache.path(key).with_suffix(".partial.pt") if cache is not None else None
+            stats = model.fit(vectors[cond_edit], cond, checkpoint=partial)
             stats["diffusion_train_seconds"] = time.perf_counter() - t0  # kept with a cached generator
             if cache is not None:
                 cache.save(key, model.state_dict(), {"config": model.config(), "stats": stats})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from editors.meg import diffusion
 from editors.meg.diffusion import (
     DenoiserConfig,
     DiffusionGenerator,
@@ -99,3 +100,47 @@ def test_condition_noise_maps_a_neighbourhood_of_each_condition_to_its_cluster()
     assert (dist.diagonal() < 0.25 * spread[spread > 0].min()).all()
     with pytest.raises(ConfigError, match="diffusion_cond_noise"):
         MeGHParams(diffusion_cond_noise=-0.1)
+
+
+def test_interrupted_training_resumes_to_the_same_denoiser(tmp_path, monkeypatch):
+    centers, conds, x, y = _clusters()
+    cfg = auto_denoiser(100, 16, 200, patch=16, hidden=32, depth=1)
+    settings = DiffusionSettings(steps=60, batch_size=32, lr=2e-3, ema=0.9)
+    torch.manual_seed(0)
+    straight = DiffusionGenerator(cfg, settings)
+    straight_stats = straight.fit(x, y)
+
+    partial = tmp_path / "train.partial.pt"
+    torch.manual_seed(0)
+    first = DiffusionGenerator(cfg, settings)
+
+    class Interrupt(Exception):
+        pass
+
+    real_save = diffusion.atomic_torch_save
+    saves = []
+
+    def save_then_stop(path, obj):
+        real_save(path, obj)
+        saves.append(obj["step"])
+        if obj["step"] == 40:
+            raise Interrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(diffusion, "atomic_torch_save", save_then_stop)
+        with pytest.raises(Interrupt):
+            first.fit(x, y, checkpoint=partial, checkpoint_every=20)
+    assert saves == [20, 40] and partial.is_file()
+
+    torch.manual_seed(0)
+    resumed = DiffusionGenerator(cfg, settings)
+    stats = resumed.fit(x, y, checkpoint=partial, checkpoint_every=20)
+    assert not partial.exists()  # finished: the partial state is gone
+    assert stats == straight_stats
+    for a, b in zip(resumed.state_dict().values(), straight.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+    partial.write_bytes(b"not a checkpoint")  # an unreadable partial is ignored, not trusted
+    torch.manual_seed(0)
+    again = DiffusionGenerator(cfg, settings)
+    assert again.fit(x, y, checkpoint=partial, checkpoint_every=20) == straight_stats
