@@ -112,7 +112,9 @@ def compare(
     plots: Annotated[bool, typer.Option(help="Render scaling plots for the markdown/HTML report.")] = True,
 ) -> None:
     """Show several results side by side: one table per suite, a row per editor / scale / mode."""
-    from kebench.compare import CACHED_MARK, CACHED_NOTE, comparison_tables, expand_paths, html_report, load_result, markdown_tables
+    from kebench.compare import (
+        CACHED_NOTE, comparison_tables, expand_paths, has_cached_fits, html_report, load_result, markdown_tables,
+    )
     from kebench.io import atomic_write_text
     from kebench.plot import plot_scaling
 
@@ -124,7 +126,7 @@ def compare(
             table.add_column(c, justify="left" if c in ("editor", "mode") else "right")
         for row in rows:
             table.add_row(*row)
-        if any(CACHED_MARK in row[-3] for row in rows):
+        if has_cached_fits(rows):
             table.caption = CACHED_NOTE
         console.print(table)
     for target, render in ((markdown, "markdown"), (html, "html")):

@@ -249,13 +249,18 @@ def comparison_tables(summaries: list[ResultSummary]) -> list[tuple[str, list[st
     return tables
 
 
+def has_cached_fits(rows: list[list[str]]) -> bool:
+    """Whether a comparison table has a run whose s/edit (third cell from the end) carries the cache mark."""
+    return any(r[-3].endswith(CACHED_MARK) for r in rows)
+
+
 def markdown_tables(tables: list[tuple[str, list[str], list[list[str]]]], images: list[Path] = (), rel_to: Path | None = None) -> str:
     md: list[str] = []
     for dataset, header, rows in tables:
         md += [f"### {dataset}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         md += ["| " + " | ".join(r) + " |" for r in rows]
         md.append("")
-    if any(CACHED_MARK in r[-3] for _, _, rows in tables for r in rows):
+    if any(has_cached_fits(rows) for _, _, rows in tables):
         md += [CACHED_NOTE, ""]
     for img in images:
         ref = img.relative_to(rel_to) if rel_to is not None else img
@@ -279,7 +284,7 @@ def html_report(tables: list[tuple[str, list[str], list[list[str]]]], images: li
         parts.append(f"<h2>{html.escape(dataset)}</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows]
         parts.append("</table>")
-    if any(CACHED_MARK in r[-3] for _, _, rows in tables for r in rows):
+    if any(has_cached_fits(rows) for _, _, rows in tables):
         parts.append(f"<p>{html.escape(CACHED_NOTE)}</p>")
     for img in images:
         data = base64.b64encode(Path(img).read_bytes()).decode()
