@@ -229,6 +229,8 @@ class Run:
                 requests = [r for r in case_requests(step_cases) if r.key not in applied]
                 applied.update(r.key for r in requests)
                 if (step_dir / "done.json").exists():
+                    # a step finished before a resume: its recorded editing time still counts toward s/edit
+                    self.timer.add("edit_resumed", float(json.loads((step_dir / "done.json").read_text())["seconds"]))
                     stack.push(editor.load_edits(lm, step_dir))
                     editor_state = step_dir / "editor_state.pt"
                     if editor_state.exists():
@@ -338,7 +340,8 @@ class Run:
             "hparams": dataclasses.asdict(hparams),
             "editor": editor.name,
             "timings_s": self.timer.timings,
-            "seconds_per_edit": self.timer.timings.get("edit", 0.0) / max(1, len(requests)),
+            "seconds_per_edit": (self.timer.timings.get("edit", 0.0) + self.timer.timings.get("edit_resumed", 0.0))
+            / max(1, len(requests)),
             "memory": peak_memory_mb(lm.device),
             "editor_stats": _edit_stats(self.ckpt),
             "restore_bit_exact": restored,

@@ -107,6 +107,11 @@ def test_resume_skips_finished_work(tmp_path, loader):
     assert sum(CALLS) == 4  # only the post-edit evaluation ran again: pre-edit records came from the cache
     assert resumed["restore_bit_exact"] and resumed["provenance"]["resumed"]
     assert len(resumed["editor_stats"]) == 2
+    # both steps ran before the interruption: their recorded time, not this process's reload, makes s/edit
+    stepped = sum(st["seconds"] for st in resumed["editor_stats"])
+    assert resumed["timings_s"]["edit_resumed"] == pytest.approx(stepped)
+    n = resumed["run"]["n_requests"]
+    assert resumed["seconds_per_edit"] == pytest.approx((resumed["timings_s"]["edit"] + stepped) / n)
 
 
 def test_pre_edit_records_shared_between_editors(tmp_path, loader):
