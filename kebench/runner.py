@@ -258,6 +258,7 @@ class Run:
     def execute(self) -> dict[str, Any]:
         cfg = self.cfg
         started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        code = git_state()  # the code this process runs: taken now, since the checkout may move on during a long run
         t_all = time.perf_counter()
         seed_everything(cfg.seed)
 
@@ -330,7 +331,7 @@ class Run:
                     "dtype": str(lm.dtype),
                 },
                 "data": data.provenance(),
-                "git": git_state(),
+                "git": code,
                 "packages": package_versions(),
                 "hardware": hardware(lm.device),
                 "started_at": started,

@@ -166,3 +166,18 @@ def test_prepare_sees_the_unedited_model_even_on_resume(tmp_path, loader, tiny_l
             p.copy_(snapshot[n])
     Run(_cfg(mode="sequential", batch_size=2), out, resume=True, model_loader=loader).execute()
     assert seen == [True, True]
+
+
+def test_provenance_records_the_code_the_run_started_with(tmp_path, loader, monkeypatch):
+    import kebench.runner as runner_mod
+
+    checkout = {"commit": "a" * 40, "dirty": False}
+    monkeypatch.setattr(runner_mod, "git_state", lambda: dict(checkout))
+
+    def load_then_commit(cfg):  # the checkout moves on while the run is under way
+        lm = loader(cfg)
+        checkout.update(commit="b" * 40, dirty=True)
+        return lm
+
+    result = Run(_cfg(), tmp_path / "r.json", model_loader=load_then_commit).execute()
+    assert result["provenance"]["git"] == {"commit": "a" * 40, "dirty": False}
