@@ -76,9 +76,18 @@ class FitCache:
             self.hits += 1
         return found
 
-    def save(self, key: str, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any] | None = None) -> None:
-        """Store `tensors` (and a small JSON-able `meta`, e.g. training statistics) under `key`."""
+    def save(
+        self, key: str, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any] | None = None,
+        seconds: float | None = None,
+    ) -> None:
+        """Store `tensors` (and a small JSON-able `meta`, e.g. training statistics) under `key`;
+        `seconds`, what the fit took, is kept in the meta so a later hit can report it (`fit_seconds`)."""
         blob: dict[str, Any] = {"key": key, **{k: v.detach().cpu() for k, v in tensors.items()}}
-        if meta is not None:
-            blob["meta"] = dict(meta)
+        if meta is not None or seconds is not None:
+            blob["meta"] = {**(meta or {}), **({"seconds": seconds} if seconds is not None else {})}
         atomic_torch_save(self.path(key), blob)
+
+    @staticmethod
+    def fit_seconds(found: Mapping[str, Any]) -> float:
+        """What a loaded entry took when it was fitted; 0 for entries saved without it."""
+        return float((found.get("meta") or {}).get("seconds", 0.0))

@@ -238,13 +238,12 @@ def fit_neurons(
             if found is not None:
                 res = tuple(found[f] for f in _CHUNK_FIELDS)
                 cached_chunks += 1
-                cached_seconds += float(found.get("meta", {}).get("seconds", 0.0))
+                cached_seconds += FitCache.fit_seconds(found)
                 bar.advance(max_steps)
             else:
                 res = _fit_chunk(lm, rows, len(chunk), neuron, layer, init, lr, max_steps, nll_threshold, bar)
                 if cache is not None:
-                    meta = {"seconds": time.perf_counter() - t_chunk}
-                    cache.save(key, dict(zip(_CHUNK_FIELDS, res, strict=True)), meta)
+                    cache.save(key, dict(zip(_CHUNK_FIELDS, res, strict=True)), seconds=time.perf_counter() - t_chunk)
             idx = torch.tensor(chunk)
             vectors[idx], converged[idx], steps[idx] = res[0], res[1], res[2]
             nll_out[idx], eff_out[idx], base_nll[idx], base_eff[idx] = res[3], res[4], res[5], res[6]

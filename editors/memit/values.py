@@ -127,7 +127,7 @@ def fit_target_values(
                 _fit_group(lm, batch, edits, layer, cfg, out)
             else:
                 out.cached_groups += 1
-                out.cached_seconds += float(found.get("meta", {}).get("seconds", 0.0))
+                out.cached_seconds += FitCache.fit_seconds(found)
             per_edit = {"delta": out.delta, "converged": out.converged, "steps": out.steps,
                         "nll_start": out.nll_start, "nll_end": out.nll_end}
             if found is not None:
@@ -137,7 +137,7 @@ def fit_target_values(
             elif cache is not None:
                 cache.save(
                     key, {**{k: t[edits] for k, t in per_edit.items()}, "row_h": out.row_h[rows]},
-                    {"seconds": time.perf_counter() - t_group},
+                    seconds=time.perf_counter() - t_group,
                 )
             bar.advance(len(edits))
     out.seconds = time.perf_counter() - start
