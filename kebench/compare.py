@@ -27,6 +27,7 @@ class ResultSummary:
     overrides: tuple[str, ...] = ()  # --hparam overrides (ablations are separate rows and gate keys)
     peak_memory_mb: float | None = None
     from_fit_cache: bool = False  # part of the fitting was read from kebench.fit_cache: s/edit is not a fresh fit's
+    device: str = "cpu"  # "cpu", or the GPU's name: times (and peak memory, then the GPU's) are that device's
 
     @property
     def key(self) -> tuple[str, str, str, int, str, tuple[str, ...]]:
@@ -35,8 +36,13 @@ class ResultSummary:
 
     @property
     def variant(self) -> str:
-        """The editor and its overrides, e.g. "meg [use_familiarity=false]"."""
-        return self.editor + (f" [{', '.join(self.overrides)}]" if self.overrides else "")
+        """The editor, its overrides and a GPU if it ran on one, e.g. "meg [use_familiarity=false]",
+        "memit @ NVIDIA H200"."""
+        return (
+            self.editor
+            + (f" [{', '.join(self.overrides)}]" if self.overrides else "")
+            + (f" @ {self.device}" if self.device != "cpu" else "")
+        )
 
     @property
     def label(self) -> str:
@@ -64,11 +70,22 @@ def load_result(path: Path) -> ResultSummary:
             seconds_per_edit=float(data.get("seconds_per_edit", 0.0)),
             total_seconds=float(data["timings_s"].get("total", 0.0)),
             overrides=tuple(run.get("hparam_overrides") or ()),
-            peak_memory_mb=(data.get("memory") or {}).get("peak_rss_mb"),
+            peak_memory_mb=_peak_memory_mb(data.get("memory") or {}),
             from_fit_cache=any(_used_fit_cache(step.get("stats") or {}) for step in data.get("editor_stats") or []),
+            device=_device(data.get("provenance") or {}),
         )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{path} is not a kebench results file ({type(exc).__name__}: {exc})") from None
+
+
+def _device(provenance: dict) -> str:
+    hardware = provenance.get("hardware") or {}
+    return hardware.get("gpu") or ("cpu" if str(hardware.get("device", "cpu")).startswith("cpu") else str(hardware["device"]))
+
+
+def _peak_memory_mb(memory: dict) -> float | None:
+    """A GPU run's peak is its GPU memory (what limits it there); a CPU run's, its resident set."""
+    return memory.get("peak_cuda_mb") or memory.get("peak_rss_mb")
 
 
 def _used_fit_cache(stats: dict) -> bool:

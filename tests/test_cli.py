@@ -14,19 +14,22 @@ from kebench.cli import app
 runner = CliRunner()
 
 
-def _result(path, editor, efficacy, neighbourhood, dataset="counterfact", scale=20, overrides=(), stats=None):
+def _result(path, editor, efficacy, neighbourhood, dataset="counterfact", scale=20, overrides=(), stats=None, memory=None,
+            hardware=None):
     post = {"efficacy_success": efficacy, "paraphrase_success": 0.5, "neighbourhood_success": neighbourhood, "score": 0.5}
     data = {
         "schema_version": 1,
         "editor": editor,
         "run": {"dataset": dataset, "n_cases": scale, "mode": "batch", "batch_size": None, "model": None, "seed": 0,
                 "hparam_overrides": list(overrides)},
-        "memory": {"peak_rss_mb": 2048.0},
+        "memory": memory or {"peak_rss_mb": 2048.0},
         "metrics": {"pre": {k: 0.4 for k in post}, "post": post},
         "timings_s": {"total": 12.0},
         "seconds_per_edit": 0.5,
         "editor_stats": [{"n_requests": scale, "stats": stats or {}}],
     }
+    if hardware:
+        data["provenance"] = {"hardware": hardware}
     path.write_text(json.dumps(data))
     return path
 
@@ -105,6 +108,17 @@ def test_compare_marks_runs_whose_fitting_came_from_the_cache(tmp_path):
     assert "| 0.50† |" in md.split("| alphaedit |")[1].splitlines()[0]
     assert "| 0.50† |" in md.split("| meg |")[1].splitlines()[0]
     assert "† part of the fitting was read from the fit cache" in md
+
+
+def test_compare_names_the_gpu_a_run_was_timed_on_and_its_gpu_memory(tmp_path):
+    _result(tmp_path / "a.json", "memit", 0.95, 0.8, hardware={"device": "cpu"})
+    _result(tmp_path / "b.json", "memit", 0.95, 0.8, memory={"peak_rss_mb": 2048.0, "peak_cuda_mb": 8192.0},
+            hardware={"device": "cuda:0", "gpu": "NVIDIA H200"})
+    res = runner.invoke(app, ["compare", str(tmp_path), "--markdown", str(tmp_path / "t.md"), "--no-plots"])
+    assert res.exit_code == 0, res.output
+    rows = [r for r in (tmp_path / "t.md").read_text().splitlines() if r.startswith("| memit")]
+    assert rows[0].startswith("| memit | 20 |") and rows[0].endswith("| 2.0 |")
+    assert rows[1].startswith("| memit @ NVIDIA H200 | 20 |") and rows[1].endswith("| 8.0 |")
 
 
 def test_compare_html_embeds_plots_and_keeps_ablations_apart(tmp_path):
