@@ -195,18 +195,19 @@ def _fit_group(
             logits = model(
                 input_ids=sub.input_ids.to(dev), attention_mask=sub.attention_mask.to(dev), use_cache=False
             ).logits
-        logp = torch.log_softmax(logits.float(), dim=-1).cpu()
+        # log-probabilities stay on the model's device (rows × vocabulary); only per-row sums come back
+        logp = torch.log_softmax(logits.float(), dim=-1)
         m = len(sub.tgt_row)
-        token_nll = -logp[torch.arange(m), sub.tgt_id]
-        row_nll = torch.zeros(len(sub.edit)).index_add(0, sub.tgt_row, token_nll) / n_tgt[active][sub.edit]
+        token_nll = -logp[torch.arange(m, device=dev), sub.tgt_id.to(dev)]
+        row_nll = torch.zeros(len(sub.edit), device=dev).index_add(0, sub.tgt_row.to(dev), token_nll).cpu()
+        row_nll = row_nll / n_tgt[active][sub.edit]
         nll = mean_per_edit(row_nll[sub.rewrite_rows, None], sub.edit[sub.rewrite_rows], len(active))[:, 0]
 
         kl = torch.zeros(len(active))
-        for i, r in enumerate(kl_rows.tolist()):
-            local = int(sub.edit[r])
-            p0 = kl_init[int(active[local])]
-            lp = logp[m + i]
-            kl[local] = (lp.exp() * (lp - p0)).sum()
+        if len(kl_rows):
+            local = sub.edit[kl_rows]  # one KL row per edit
+            terms = [(lp.exp() * (lp - kl_init[int(active[j])])).sum() for lp, j in zip(logp[m:], local.tolist())]
+            kl = kl.index_put((local,), torch.stack(terms).cpu())
 
         nll_d = nll.detach()
         if it == 0:
@@ -252,7 +253,7 @@ def _reference_pass(lm: LoadedModel, batch: EditBatch, layer: int) -> tuple[torc
         logits = model(
             input_ids=batch.input_ids.to(dev), attention_mask=batch.attention_mask.to(dev), use_cache=False
         ).logits
-    logp0 = torch.log_softmax(logits.float(), dim=-1).cpu()
+    logp0 = torch.log_softmax(logits.float(), dim=-1)  # stays on the model's device, like the fit's log-probs
     return seen["h"], bool(seen["tuple"]), logp0[: len(batch.kl_rows)]
 
 
