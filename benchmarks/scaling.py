@@ -22,7 +22,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from kebench.compare import expand_paths
+from kebench.compare import expand_paths, load_result
 from kebench.suites import get_suite
 
 
@@ -56,18 +56,20 @@ def collect(paths: list[Path]) -> list[dict]:
             "eval_prompts_per_second": round(ppc * n_cases / t["post"], 2) if t.get("post") else None,
             "peak_memory_gb": round(data.get("memory", {}).get("peak_rss_mb", float("nan")) / 1024, 2),
             "total_seconds": round(t.get("total", 0.0), 1),
+            "from_fit_cache": load_result(path).from_fit_cache,  # edit time leaves out cached fits
         })
     return rows
 
 
 def growth(rows: list[dict]) -> list[dict]:
-    """Edit-time exponent between the smallest and largest scale of each (editor, dataset, mode)."""
+    """Edit-time exponent between the smallest and largest scale of each (editor, dataset, mode),
+    from runs that fitted everything themselves (a run that read fits from the cache did not)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         groups[(r["editor"], r["dataset"], r["mode"])].append(r)
     out = []
     for (editor, dataset, mode), rs in sorted(groups.items()):
-        rs = sorted((r for r in rs if r["edit_seconds"] > 0), key=lambda r: r["n_requests"])
+        rs = sorted((r for r in rs if r["edit_seconds"] > 0 and not r["from_fit_cache"]), key=lambda r: r["n_requests"])
         if len(rs) < 2 or rs[0]["n_requests"] == rs[-1]["n_requests"]:
             continue
         lo, hi = rs[0], rs[-1]
