@@ -22,7 +22,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from kebench.compare import expand_paths, load_result
+from kebench.compare import expand_paths, used_fit_cache
 from kebench.suites import get_suite
 
 
@@ -56,7 +56,7 @@ def collect(paths: list[Path]) -> list[dict]:
             "eval_prompts_per_second": round(ppc * n_cases / t["post"], 2) if t.get("post") else None,
             "peak_memory_gb": round(data.get("memory", {}).get("peak_rss_mb", float("nan")) / 1024, 2),
             "total_seconds": round(t.get("total", 0.0), 1),
-            "from_fit_cache": load_result(path).from_fit_cache,  # edit time leaves out cached fits
+            "from_fit_cache": used_fit_cache(data),  # edit time leaves out cached fits
         })
     return rows
 

@@ -71,7 +71,7 @@ def load_result(path: Path) -> ResultSummary:
             total_seconds=float(data["timings_s"].get("total", 0.0)),
             overrides=tuple(run.get("hparam_overrides") or ()),
             peak_memory_mb=_peak_memory_mb(data.get("memory") or {}),
-            from_fit_cache=any(_used_fit_cache(step.get("stats") or {}) for step in data.get("editor_stats") or []),
+            from_fit_cache=used_fit_cache(data),
             device=_device(data.get("provenance") or {}),
         )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
@@ -88,9 +88,13 @@ def _peak_memory_mb(memory: dict) -> float | None:
     return memory.get("peak_cuda_mb") or memory.get("peak_rss_mb")
 
 
-def _used_fit_cache(stats: dict) -> bool:
-    """Whether an edit step read fitted values, neurons or a trained generator from the fit cache."""
-    return bool(stats.get("v_cached_groups") or stats.get("fit_cached_chunks") or stats.get("diffusion_from_cache"))
+def used_fit_cache(data: dict) -> bool:
+    """Whether a results file's editing read fitted values, neurons or a trained generator from the
+    fit cache (its s/edit then leaves that fitting out)."""
+    return any(
+        stats.get("v_cached_groups") or stats.get("fit_cached_chunks") or stats.get("diffusion_from_cache")
+        for stats in ((step.get("stats") or {}) for step in data.get("editor_stats") or [])
+    )
 
 
 CACHED_MARK = "†"
