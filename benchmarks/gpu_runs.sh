@@ -7,14 +7,15 @@
 # checkpoint stays resumable). After each job OUTDIR/results.tar.gz holds every finished file.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benchmarks/job_output.sh
+source benchmarks/job_output.sh
 jobs_file="$1"; out_dir="$2"; budget="${3:-3600}"
 deadline=$(( $(date +%s) + budget ))
 results="results/smollm2-135m-cuda"
 mkdir -p "$results" "$out_dir"
 while read -r editor dataset scale extra; do
   [[ -z "$editor" || "$editor" == \#* ]] && continue
-  tag=$(echo "$extra" | sed -E 's/--mode sequential --batch-size ([0-9]+)/seq-b\1/; s/--hparam ([a-z_]+)=([^ ]+)/\1-\2/g; s/--eval-batch-size [0-9]+//; s/^ +| +$//g; s/ +/_/g')
-  out="$results/${dataset}/${editor}-n${scale}${tag:+-$tag}.json"
+  out=$(job_output "$results" "$editor" "$dataset" "$scale" "$extra")
   [[ -f "$out" ]] && { echo "done: $out"; continue; }
   left=$(( deadline - $(date +%s) ))
   (( left < 60 )) && { echo "skipped (budget): $out"; continue; }

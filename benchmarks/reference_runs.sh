@@ -4,11 +4,12 @@
 # A job line: <editor> <dataset> <scale> [extra kebench run options...]
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benchmarks/job_output.sh
+source benchmarks/job_output.sh
 jobs_file="${1:-benchmarks/reference_jobs.txt}"
 while read -r editor dataset scale extra; do
   [[ -z "$editor" || "$editor" == \#* ]] && continue
-  tag=$(echo "$extra" | sed -E 's/--mode sequential --batch-size ([0-9]+)/seq-b\1/; s/--hparam ([a-z_]+)=([^ ]+)/\1-\2/g; s/ +/_/g')
-  out="results/smollm2-135m/${dataset}/${editor}-n${scale}${tag:+-$tag}.json"
+  out=$(job_output "results/smollm2-135m" "$editor" "$dataset" "$scale" "$extra")
   [[ -f "$out" ]] && { echo "done: $out"; continue; }
   echo "$(date -u +%H:%M:%S) start: $out"
   # shellcheck disable=SC2086
