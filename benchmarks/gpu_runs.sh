@@ -9,6 +9,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=benchmarks/job_output.sh
 source benchmarks/job_output.sh
+[[ $# -ge 2 && -f "$1" ]] || { echo "usage: bash benchmarks/gpu_runs.sh JOBFILE OUTDIR [SECONDS] (JOBFILE must exist)" >&2; exit 2; }
 jobs_file="$1"; out_dir="$2"; budget="${3:-3600}"
 deadline=$(( $(date +%s) + budget ))
 results="results/smollm2-135m-cuda"
