@@ -24,5 +24,5 @@ while read -r editor dataset scale extra; do
   # shellcheck disable=SC2086
   timeout --signal=INT --kill-after=20 "$left" python3 -m kebench run --editor "$editor" --dataset "$dataset" \
     --scale "$scale" --out "$out" --resume --device cuda $extra || echo "FAILED or stopped: $out"
-  tar czf "$out_dir/results.tar.gz" "$results"
+  tar czf "$out_dir/results.tar.gz" --exclude="*.ckpt" "$results"  # finished files only: a checkpoint can be large
 done < "$jobs_file"
