@@ -24,6 +24,7 @@ from kebench.data.case import EditRequest
 from kebench.editor import check_finite
 from kebench.fit_cache import FitCache
 from kebench.models.loaded import LoadedModel
+from kebench.optim import RowAdam
 from kebench.progress import progress_bar
 
 from editors.meg.neuron import DynamicNeuron, NeuronSpec
@@ -64,32 +65,6 @@ class FitResult:
             "fit_cached_chunks": self.cached_chunks,
             "fit_cached_seconds": self.cached_seconds,
         }
-
-
-class RowAdam:
-    """Adam with one independent state per row, stepping only the rows given.
-
-    torch.optim.Adam would keep moving converged rows on momentum alone; here a row that
-    left the batch is frozen exactly where it converged.
-    """
-
-    def __init__(self, params: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
-        self.params, self.lr, self.betas, self.eps = params, lr, betas, eps
-        self.m = torch.zeros_like(params)
-        self.v = torch.zeros_like(params)
-        self.t = torch.zeros(params.shape[0], dtype=params.dtype, device=params.device)
-
-    @torch.no_grad()
-    def step(self, grad: torch.Tensor, rows: torch.Tensor) -> None:
-        b1, b2 = self.betas
-        g = grad[rows]
-        self.t[rows] += 1
-        self.m[rows] = b1 * self.m[rows] + (1 - b1) * g
-        self.v[rows] = b2 * self.v[rows] + (1 - b2) * g * g
-        t = self.t[rows][:, None]
-        m_hat = self.m[rows] / (1 - b1**t)
-        v_hat = self.v[rows] / (1 - b2**t)
-        self.params[rows] -= self.lr * m_hat / (v_hat.sqrt() + self.eps)
 
 
 @dataclass
@@ -296,7 +271,8 @@ def _fit_chunk(
             break
         loss = edit_nll[active.to(dev)].sum()
         loss.backward()
-        opt.step(leaf.grad, torch.nonzero(active).squeeze(1).to(dev))
+        moving = torch.nonzero(active).squeeze(1).to(dev)
+        opt.step(leaf.grad[moving], moving)
         bar.advance()
     with torch.no_grad():
         nll, ok, sub = scorer.score(bare_rows, params[rows.edit[bare_rows].to(dev)])

@@ -34,6 +34,7 @@ from editors.memit.prompts import EditBatch
 from kebench.editor import check_finite
 from kebench.fit_cache import FitCache
 from kebench.models.loaded import LoadedModel
+from kebench.optim import RowAdam
 from kebench.progress import progress_bar
 
 
@@ -77,29 +78,6 @@ class TargetValues:
             "v_nll_end": float(self.nll_end.mean()),
             "v_delta_norm": float(self.delta.norm(dim=1).mean()),
         }
-
-
-class RowAdam:
-    """Adam over the rows of one matrix, each row with its own step count.
-
-    Rows not being updated keep their moments untouched; a batch then behaves exactly like
-    independent optimisations (torch's Adam would move idle rows on stale momentum).
-    """
-
-    def __init__(self, shape: tuple[int, int], lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
-        self.lr, (self.b1, self.b2), self.eps = lr, betas, eps
-        self.m = torch.zeros(shape)
-        self.v = torch.zeros(shape)
-        self.t = torch.zeros(shape[0])
-
-    def step(self, param: torch.Tensor, grad: torch.Tensor, rows: torch.Tensor) -> None:
-        self.t[rows] += 1
-        t = self.t[rows][:, None]
-        self.m[rows] = self.b1 * self.m[rows] + (1 - self.b1) * grad
-        self.v[rows] = self.b2 * self.v[rows] + (1 - self.b2) * grad * grad
-        m_hat = self.m[rows] / (1 - self.b1**t)
-        v_hat = self.v[rows] / (1 - self.b2**t)
-        param[rows] -= self.lr * m_hat / (v_hat.sqrt() + self.eps)
 
 
 def fit_target_values(
@@ -170,7 +148,7 @@ def _fit_group(
     kl_init = {int(batch.edit[r]): logp0[i] for i, r in enumerate(batch.kl_rows.tolist())}
 
     delta = torch.zeros(batch.n_edits, h.shape[-1])
-    adam = RowAdam(tuple(delta.shape), cfg.v_lr)
+    adam = RowAdam(delta, cfg.v_lr)
     active = torch.arange(batch.n_edits)
     steps = torch.zeros(batch.n_edits, dtype=torch.long)
     nll_start = torch.zeros(batch.n_edits)
@@ -222,7 +200,7 @@ def _fit_group(
         loss.backward()
         grad = check_finite("target value gradient", d_act.grad.detach())
         keep = active[~done]
-        adam.step(delta, grad[~done], keep)
+        adam.step(grad[~done], keep)
         steps[keep] += 1
         _clamp_rows(delta, keep, cfg.clamp_norm_factor * h_norm[keep])
         active = keep

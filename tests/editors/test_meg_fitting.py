@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kebench.data.case import EditRequest
-from editors.meg.fitting import RowAdam, evaluate_neurons, fit_neurons
+from editors.meg.fitting import evaluate_neurons, fit_neurons
 from editors.meg.neuron import NeuronSpec
 from kebench.fit_cache import FitCache
 from kebench.models.loaded import exact_checksum
@@ -92,13 +92,3 @@ def test_zero_neurons_score_like_the_unedited_model(lm):
     ok, nll = evaluate_neurons(lm, REQUESTS, NeuronSpec(32), 2, torch.zeros(3, 64))
     assert torch.allclose(nll, res.baseline_nll, atol=1e-5)
     assert torch.equal(ok, res.baseline_efficacy)
-
-
-def test_row_adam_only_moves_the_rows_it_steps():
-    params = torch.zeros(3, 4)
-    opt = RowAdam(params, lr=0.1)
-    opt.step(torch.ones(3, 4), torch.tensor([0, 2]))
-    opt.step(torch.ones(3, 4), torch.tensor([0]))
-    assert torch.equal(params[1], torch.zeros(4))
-    assert torch.allclose(params[0], torch.full((4,), -0.2), atol=1e-6)
-    assert torch.allclose(params[2], torch.full((4,), -0.1), atol=1e-6)
