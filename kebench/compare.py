@@ -49,6 +49,17 @@ class ResultSummary:
         return f"{self.variant}/{self.dataset}/n{self.scale}/{self.mode}"
 
 
+# Hyperparameters that set only how many edits are fitted per forward/backward: every edit keeps its
+# own optimiser state (kebench.optim.RowAdam), so they change rounding, not results. A run with one
+# of them overridden is the same row and gate key as the run without.
+THROUGHPUT_HPARAMS = frozenset({"v_edits_per_batch", "fit_batch_size"})
+
+
+def identifying_overrides(overrides: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """The --hparam overrides that make a run a different configuration (see THROUGHPUT_HPARAMS)."""
+    return tuple(o for o in overrides or () if o.split("=", 1)[0].strip() not in THROUGHPUT_HPARAMS)
+
+
 def load_result(path: Path) -> ResultSummary:
     path = Path(path)
     if not path.exists():
@@ -69,7 +80,7 @@ def load_result(path: Path) -> ResultSummary:
             post=_with_paired(run["dataset"], data["metrics"]["post"], data.get("cases")),
             seconds_per_edit=float(data.get("seconds_per_edit", 0.0)),
             total_seconds=float(data["timings_s"].get("total", 0.0)),
-            overrides=tuple(run.get("hparam_overrides") or ()),
+            overrides=identifying_overrides(run.get("hparam_overrides")),
             peak_memory_mb=_peak_memory_mb(data.get("memory") or {}),
             from_fit_cache=used_fit_cache(data),
             device=_device(data.get("provenance") or {}),

@@ -131,6 +131,19 @@ def test_compare_html_embeds_plots_and_keeps_ablations_apart(tmp_path):
     assert "data:image/png;base64," in page
 
 
+def test_throughput_knobs_do_not_make_a_run_an_ablation(tmp_path):
+    """Fitting 128 edits per step instead of 32 is the same configuration: same row, same gate key."""
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "cand").mkdir()
+    _result(tmp_path / "ref" / "a.json", "memit", 0.99, 0.9, overrides=["L2=10"])
+    _result(tmp_path / "cand" / "a.json", "memit", 0.3, 0.9, overrides=["v_edits_per_batch=128", "L2=10"])
+    res = runner.invoke(app, ["compare", str(tmp_path / "cand"), "--markdown", str(tmp_path / "t.md"), "--no-plots"])
+    table = (tmp_path / "t.md").read_text()
+    assert res.exit_code == 0 and "memit [L2=10]" in table and "v_edits_per_batch" not in table
+    gate = runner.invoke(app, ["report", "--baseline", str(tmp_path / "ref"), "--candidate", str(tmp_path / "cand")])
+    assert gate.exit_code == 1, gate.output  # paired with the reference, and its efficacy drop is caught
+
+
 def test_report_pairs_ablations_with_their_own_reference(tmp_path):
     (tmp_path / "ref").mkdir()
     (tmp_path / "cand").mkdir()
