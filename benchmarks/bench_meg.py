@@ -65,13 +65,14 @@ def main() -> None:
     ap.add_argument("--suite", default="counterfact")
     ap.add_argument("--edits", type=int, default=16)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (1 is faster on a busy shared CPU)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (kebench run's --device)")
     ap.add_argument("--hparam", action="append", default=["diffusion_steps=200"], help="MeG override key=value")
     ap.add_argument("--skip-fitting", action="store_true", help="only measure inference overhead")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    lm = load_model(args.model)
+    lm = load_model(args.model, device=args.device)
     hp = MeGEditor.default_hparams(lm.name)
     hp = with_overrides(hp, dict(parse_override(o) for o in args.hparam))
     layer = hp.layer_for(lm.adapter.num_layers)
@@ -85,6 +86,7 @@ def main() -> None:
         "layer": layer,
         "hparam_overrides": args.hparam,
         "torch_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(lm.device) if lm.device.type == "cuda" else "cpu",
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "python": platform.python_version()},
     }
 

@@ -69,11 +69,12 @@ def main() -> None:
     ap.add_argument("--edits", type=int, default=16)
     ap.add_argument("--stats-tokens", type=int, default=20_000, help="token budget of the timed statistics pass")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (1 is faster on a busy shared CPU)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (kebench run's --device)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    lm = load_model(args.model)
+    lm = load_model(args.model, device=args.device)
     editor = MEMITEditor(MEMITEditor.default_hparams(lm.name))
     hp = editor.hparams
     requests = [c.request for c in load_cases(args.suite)[: args.edits]]
@@ -84,6 +85,7 @@ def main() -> None:
         "n_edits": len(requests),
         "layers": list(hp.layers),
         "torch_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(lm.device) if lm.device.type == "cuda" else "cpu",
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "python": platform.python_version()},
     }
 
