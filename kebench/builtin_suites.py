@@ -49,7 +49,7 @@ for _spec in (data.COUNTERFACT, data.COUNTERFACT_ROME, data.COUNTERFACT_FULL):
     headline = CF_HEADLINE if _spec is data.COUNTERFACT else (*CF_HEADLINE, "ngram_entropy")
     SUITES.register(_spec.name, Suite(_spec.name, _spec.description, _no_reference_eval(counterfact_evaluate),
                                       _counterfact_aggregate, headline, data=_spec, paired=neighbourhood_kept))
-for _spec in (data.ZSRE, data.ZSRE_KNOWEDIT, data.ZSRE_FULL):
+for _spec in (data.ZSRE, data.ZSRE_KNOWEDIT, data.ZSRE_ALL, data.ZSRE_FULL):
     SUITES.register(_spec.name, Suite(_spec.name, _spec.description, _zsre_eval, _zsre_aggregate, ZSRE_HEADLINE,
                                       data=_spec, reference=zsre_reference))
 for _spec in (data.MQUAKE, data.MQUAKE_CF3K):

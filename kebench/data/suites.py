@@ -153,6 +153,13 @@ ZSRE_KNOWEDIT = DatasetSpec(
     "zsRE (KnowEdit test set), 1,304 cases with relation-specificity locality and portability",
     pool="zsre_mend_train_1k.json",
 )
+ZSRE_ALL = DatasetSpec(
+    "zsre-all", ("zsre_mend_eval_portability_gpt4.json", "zsre_mend_train_1k.json", "knowedit_ZsRE-test-all.json"),
+    _ZSRE,
+    "zsRE, every shipped question: the MEND eval and train files and the KnowEdit test set, de-duplicated "
+    "by question (2,548 cases; a KnowEdit case's locality prompts are its own, not NQ questions)",
+    combine=dedup_by_question, drop_empty_targets=True, pool="zsre_mend_train_1k.json",
+)
 MQUAKE = DatasetSpec(
     "mquake", ("MQuAKE-hard.json",), ("mquake",),
     "MQuAKE-hard, 329 cases of 4 edits each with 3 multi-hop questions",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kebench.data import ZSRE_TEMPLATE, load_cases, parse_records, read_records, shipped_path
+from kebench.data.zsre import question_key
 from kebench.errors import ConfigError, DataError
 
 
@@ -149,3 +150,13 @@ def test_knowedit_suite_counts():
     assert sum(k == ("Subject_Aliasing",) for k in kinds) == 264
     assert all(len(c.neighbourhood) == 2 for c in cases)
     assert sum(not c.extra["subject_in_prompt"] for c in cases) == 0
+
+
+def test_zsre_all_suite_is_every_shipped_question_once():
+    cases = load_cases("zsre-all")
+    mend, knowedit = load_cases("zsre"), load_cases("zsre-knowedit")
+    keys = [question_key(c) for c in cases]
+    assert len(set(keys)) == len(keys) == len({question_key(c) for c in mend + knowedit}) == 2548
+    assert [c.case_id for c in cases[: len(mend)]] == [c.case_id for c in mend]  # the MEND files come first and win
+    assert len({c.case_id for c in cases}) == len(cases)
+
