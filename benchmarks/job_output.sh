@@ -6,6 +6,6 @@
 # so grouping changes only floating-point rounding). The results file still records them.
 job_output() {
   local root="$1" editor="$2" dataset="$3" scale="$4" extra="$5" tag
-  tag=$(echo "$extra" | sed -E 's/--hparam (v_edits_per_batch|fit_batch_size)=[0-9]+//g; s/--mode sequential --batch-size ([0-9]+)/seq-b\1/; s/--hparam ([a-z_]+)=([^ ]+)/\1-\2/g; s/--eval-batch-size [0-9]+//; s/^ +| +$//g; s/ +/_/g')
+  tag=$(echo "$extra" | sed -E 's/--hparam (v_edits_per_batch|fit_batch_size)=[0-9]+//g; s/--mode sequential --batch-size ([0-9]+)/seq-b\1/; s/--hparam ([A-Za-z0-9_]+)=([^ ]+)/\1-\2/g; s/--eval-batch-size [0-9]+//; s/^ +| +$//g; s/ +/_/g')
   echo "$root/${dataset}/${editor}-n${scale}${tag:+-$tag}.json"
 }
