@@ -22,7 +22,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from kebench.compare import expand_paths, used_fit_cache
+from kebench.compare import expand_paths, identifying_overrides, used_fit_cache
 from kebench.suites import get_suite
 
 
@@ -41,7 +41,7 @@ def collect(paths: list[Path]) -> list[dict]:
         run, t = data["run"], data["timings_s"]
         n_req, n_cases = run["n_requests"], run["n_cases"]
         ppc = prompts_per_case(run["dataset"], n_cases, run["seed"]) if not run.get("data_file") else float("nan")
-        overrides = run.get("hparam_overrides") or []
+        overrides = identifying_overrides(run.get("hparam_overrides"))
         rows.append({
             "file": str(path),
             "editor": data["editor"] + (f" [{', '.join(overrides)}]" if overrides else ""),
