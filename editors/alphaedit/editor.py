@@ -18,7 +18,7 @@ from editors.alphaedit.hparams import AlphaEditHParams
 from editors.alphaedit.null_space import null_space_projector
 from editors.alphaedit.update import alphaedit_delta
 from editors.memit.editor import LocateThenEditEditor
-from editors.memit.keys import edit_keys
+from editors.memit.keys import LowerStates, edit_keys
 from editors.memit.prompts import EditBatch
 from editors.memit.update import Solver
 from kebench.editor import WeightEditHandle, register_editor
@@ -76,11 +76,13 @@ class AlphaEditEditor(LocateThenEditEditor):
     def new_handle(self, lm: LoadedModel, names: list[str]) -> WeightEditHandle:
         return AlphaEditHandle(self, lm.model, names)
 
-    def after_update(self, lm: LoadedModel, batch: EditBatch, handle: WeightEditHandle) -> None:
+    def after_update(
+        self, lm: LoadedModel, batch: EditBatch, handle: WeightEditHandle, lower: LowerStates | None = None
+    ) -> None:
         """Record the edited keys (read from the edited model, as the authors do) for later batches."""
         assert isinstance(handle, AlphaEditHandle)
         for layer in self.hparams.layers:
-            keys = edit_keys(lm, batch, layer, self.hparams.per_prefix_keys, self.hparams.rows_per_pass)
+            keys = edit_keys(lm, batch, layer, self.hparams.per_prefix_keys, self.hparams.rows_per_pass, lower)
             handle.added_keys[layer] = keys
             self.prior_keys[layer] = self.prior_keys.get(layer, 0) + keys.T @ keys
         self.n_prior_edits += batch.n_edits

@@ -18,6 +18,7 @@ import torch
 
 from editors.memit.contexts import context_prefixes
 from editors.memit.hparams import LocateEditHParams, MemitHParams
+from editors.memit.keys import LowerStates, lower_states
 from editors.memit.prompts import EditBatch, build_batch
 from editors.memit.update import Solver, memit_delta, spread_updates
 from editors.memit.values import TargetValues, fit_target_values
@@ -48,8 +49,11 @@ class LocateThenEditEditor(Editor):
     def new_handle(self, lm: LoadedModel, names: list[str]) -> WeightEditHandle:
         return WeightEditHandle(lm.model, names)
 
-    def after_update(self, lm: LoadedModel, batch: EditBatch, handle: WeightEditHandle) -> None:
-        """Called once the weights are written (AlphaEdit records the new keys here)."""
+    def after_update(
+        self, lm: LoadedModel, batch: EditBatch, handle: WeightEditHandle, lower: LowerStates | None = None
+    ) -> None:
+        """Called once the weights are written (AlphaEdit records the new keys here); `lower` as in
+        spread_updates."""
 
     # -- shared resources -----------------------------------------------------------------
     def covariance(self, lm: LoadedModel, layers: Sequence[int] | None = None) -> dict[int, torch.Tensor]:
@@ -115,8 +119,13 @@ class LocateThenEditEditor(Editor):
             values = fit_target_values(lm, batch, layers[-1], hp.value_config(), cache)
             times["values"] = values.seconds
             clock = time.perf_counter()
-            spread = spread_updates(lm, batch, values, layers, self.solver(lm), hp.rows_per_pass, hp.per_prefix_keys)
-            self.after_update(lm, batch, handle)
+            # the blocks below the lowest edit layer never change: their states are read once
+            lower = lower_states(lm, batch, layers[0] - 1, hp.rows_per_pass) if layers[0] > 0 else None
+            spread = spread_updates(
+                lm, batch, values, layers, self.solver(lm), hp.rows_per_pass, hp.per_prefix_keys, lower
+            )
+            self.after_update(lm, batch, handle, lower)
+            del lower
             times["update"] = time.perf_counter() - clock
         except BaseException:
             handle.restore()

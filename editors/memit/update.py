@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from editors.memit.keys import edit_columns, read_rows, weighted_mean_per_edit
+from editors.memit.keys import LowerStates, edit_columns, read_rows, weighted_mean_per_edit
 from editors.memit.prompts import EditBatch
 from editors.memit.values import TargetValues
 from kebench.editor import check_finite
@@ -63,10 +63,12 @@ def spread_updates(
     solve: Solver,
     rows_per_pass: int = 64,
     per_prefix: bool = False,
+    lower: LowerStates | None = None,
 ) -> dict[str, object]:
     """Write the fitted deltas into the output projections of `layers` (ascending, top = values.layer).
 
     per_prefix: solve against every prefixed version of each key (see keys.edit_columns).
+    lower: the rows' states below layers[0] (keys.lower_states), replayed in every key read.
 
     Returns per-layer diagnostics and how much of δ the edited model reaches at L.
     """
@@ -80,7 +82,7 @@ def spread_updates(
     per_layer: list[dict[str, float]] = []
     start = time.perf_counter()
     for i, layer in enumerate(layers):
-        row_keys, h_now = read_rows(lm, batch, layer, top, rows_per_pass)
+        row_keys, h_now = read_rows(lm, batch, layer, top, rows_per_pass, lower)
         row_resid = (values.delta[edit_rw] - (h_now - orig)).double() / (len(layers) - i)
         resid = edit_columns(batch, row_resid, per_prefix)
         delta = solve(layer, edit_columns(batch, row_keys, per_prefix).T, resid.T)
@@ -92,7 +94,7 @@ def spread_updates(
                 "update_norm": float(delta.norm()),
             }
         )
-    _, h_now = read_rows(lm, batch, top, top, rows_per_pass)
+    _, h_now = read_rows(lm, batch, top, top, rows_per_pass, lower)
     moved = weighted_mean_per_edit(h_now - orig, edit_rw, weight_rw, batch.n_edits)
     missing = (values.delta - moved).norm(dim=1) / values.delta.norm(dim=1).clamp(min=1e-12)
     return {

@@ -10,7 +10,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from editors.memit import MEMITEditor, MemitHParams
 from kebench.data.case import unique_requests
-from editors.memit.keys import edit_keys, read_rows
+from editors.memit.keys import edit_keys, lower_states, read_rows
 from editors.memit.prompts import build_batch, prefix_weights, subject_last_index
 from editors.memit.update import apply_delta, memit_delta, spread_updates
 from editors.memit.values import TargetValues, ValueFitConfig, fit_target_values
@@ -166,6 +166,21 @@ def test_residuals_are_read_per_row_not_from_batch_item_zero(tiny_lm):
     assert keys.shape == (6, tiny_lm.adapter.key_size) and keys.dtype == torch.float64
     assert edit_keys(tiny_lm, batch, 1).shape == (3, tiny_lm.adapter.key_size)  # one averaged key per edit
     assert edit_keys(tiny_lm, batch, 1, per_prefix=True).shape == (6, tiny_lm.adapter.key_size)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_replayed_lower_blocks_read_the_same_keys_and_residuals(arch, tiny_lm, smol_tokenizer):
+    """Keys and residuals read over cached states of the unedited lower blocks are bit-identical."""
+    lm = tiny_lm if arch == "llama" else _tiny_gpt2(smol_tokenizer)
+    batch = build_batch(lm.tokenizer, TOY, ["", "Another start. ", "A much longer start of a prompt. "])
+    lower = lower_states(lm, batch, 0, rows_per_pass=4)  # 9 rows: passes of 4, 4 and 1
+    assert len(lower.chunks) == 3
+    for key_layer, out_layer in ((1, 2), (2, 2), (1, None)):
+        keys, resid = read_rows(lm, batch, key_layer, out_layer, rows_per_pass=4)
+        keys_r, resid_r = read_rows(lm, batch, key_layer, out_layer, rows_per_pass=4, lower=lower)
+        assert torch.equal(keys, keys_r) and (resid is None or torch.equal(resid, resid_r))
+    with pytest.raises(ValueError, match="cannot serve"):
+        read_rows(lm, batch, 1, 2, rows_per_pass=8, lower=lower)
 
 
 # --------------------------------------------------------------------------- target values
