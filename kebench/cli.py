@@ -27,7 +27,7 @@ err_console = Console(stderr=True)
 @app.command()
 def run(
     editor: Annotated[str, typer.Option(help="Editor name (see `kebench list`).")],
-    dataset: Annotated[str, typer.Option(help="Suite: counterfact, counterfact-rome, zsre, zsre-knowedit, mquake.")],
+    dataset: Annotated[str, typer.Option(help="Suite, e.g. counterfact, zsre, zsre-all, mquake (`kebench list` shows all).")],
     scale: Annotated[Optional[int], typer.Option(help="Number of cases, sampled by --seed (default: all).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Hub id, HF folder or .gguf file (default: embedded SmolLM2-135M-Instruct).")] = None,
     mode: Annotated[str, typer.Option(help="batch: all cases in one edit; sequential: --batch-size cases per step.")] = "batch",
