@@ -26,9 +26,9 @@ import torch
 
 from editors.memit import MEMITEditor
 from editors.memit.keys import lower_states
-from editors.memit.prompts import build_batch
+from editors.memit.prompts import EditBatch, build_batch
 from editors.memit.update import spread_updates
-from editors.memit.values import fit_target_values
+from editors.memit.values import TargetValues, fit_target_values
 from kebench.data.suites import load_cases
 from kebench.editor import WeightEditHandle
 from kebench.models.load import load_model
@@ -44,9 +44,10 @@ def efficacy(lm: LoadedModel, requests) -> float:
     return 100.0 * sum(a.nll < b.nll for a, b in zip(new, true)) / len(requests)
 
 
-def fit_and_edit(lm: LoadedModel, editor: MEMITEditor, requests, edits_per_batch: int) -> dict:
+def fit_and_edit(
+    lm: LoadedModel, editor: MEMITEditor, batch: EditBatch, requests, edits_per_batch: int
+) -> tuple[dict, TargetValues]:
     hp = editor.hparams
-    batch = build_batch(lm.tokenizer, requests, editor.prefixes(lm))
     values = fit_target_values(lm, batch, hp.layers[-1], dataclasses.replace(hp.value_config(), v_edits_per_batch=edits_per_batch))
     handle = WeightEditHandle(lm.model, [lm.adapter.mlp_out_param_name(l) for l in hp.layers])
     t0 = time.perf_counter()
@@ -61,14 +62,14 @@ def fit_and_edit(lm: LoadedModel, editor: MEMITEditor, requests, edits_per_batch
         "update_seconds": round(update_s, 2),
         "efficacy": round(eff, 1),
         **{k: round(v, 4) for k, v in values.stats().items()},
-    }
+    }, values
 
 
-def update_with_and_without_replay(lm: LoadedModel, editor: MEMITEditor, requests, repeats: int = 2) -> dict:
+def update_with_and_without_replay(
+    lm: LoadedModel, editor: MEMITEditor, batch: EditBatch, values: TargetValues, repeats: int = 2
+) -> dict:
     """Time spread_updates on the same fitted values, lower blocks recomputed vs replayed (alternating)."""
     hp = editor.hparams
-    batch = build_batch(lm.tokenizer, requests, editor.prefixes(lm))
-    values = fit_target_values(lm, batch, hp.layers[-1], hp.value_config())
     times: dict[str, list[float]] = {"recomputed": [], "replayed": []}
     weights: dict[str, str] = {}
     for _ in range(repeats):
@@ -135,17 +136,17 @@ def main() -> None:
     print(result["stats"], flush=True)
 
     editor.covariance(lm)  # the editor's own statistics (cached on disk after the first run)
-    editor.prefixes(lm)
-    batched = fit_and_edit(lm, editor, requests, len(requests))
+    batch = build_batch(lm.tokenizer, requests, editor.prefixes(lm))
+    batched, values = fit_and_edit(lm, editor, batch, requests, len(requests))
     print("batched", batched, flush=True)
-    single = fit_and_edit(lm, editor, requests, 1)
+    single, _ = fit_and_edit(lm, editor, batch, requests, 1)
     print("one at a time", single, flush=True)
     result["value_fitting"] = {
         "batched": batched,
         "one_at_a_time": single,
         "speedup": round(single["fit_seconds"] / batched["fit_seconds"], 2),
     }
-    result["update_lower_blocks"] = update_with_and_without_replay(lm, editor, requests)
+    result["update_lower_blocks"] = update_with_and_without_replay(lm, editor, batch, values)
     print("update", result["update_lower_blocks"], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))

@@ -159,4 +159,3 @@ def test_zsre_all_suite_is_every_shipped_question_once():
     assert len(set(keys)) == len(keys) == len({question_key(c) for c in mend + knowedit}) == 2548
     assert [c.case_id for c in cases[: len(mend)]] == [c.case_id for c in mend]  # the MEND files come first and win
     assert len({c.case_id for c in cases}) == len(cases)
-
