@@ -22,7 +22,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from kebench.compare import expand_paths, identifying_overrides, used_fit_cache
+from kebench.compare import expand_paths, load_result
 from kebench.suites import get_suite
 
 
@@ -37,16 +37,16 @@ def prompts_per_case(dataset: str, scale: int, seed: int) -> float:
 def collect(paths: list[Path]) -> list[dict]:
     rows = []
     for path in expand_paths(paths):
+        summary = load_result(path)  # editor label (overrides, GPU), mode and dataset as compare shows them
         data = json.loads(path.read_text())
         run, t = data["run"], data["timings_s"]
         n_req, n_cases = run["n_requests"], run["n_cases"]
         ppc = prompts_per_case(run["dataset"], n_cases, run["seed"]) if not run.get("data_file") else float("nan")
-        overrides = identifying_overrides(run.get("hparam_overrides"))
         rows.append({
             "file": str(path),
-            "editor": data["editor"] + (f" [{', '.join(overrides)}]" if overrides else ""),
-            "dataset": run["dataset"],
-            "mode": run["mode"] + (f"-b{run['batch_size']}" if run["mode"] == "sequential" else ""),
+            "editor": summary.variant,
+            "dataset": summary.dataset,
+            "mode": summary.mode,
             "n_cases": n_cases,
             "n_requests": n_req,
             "edit_seconds": round(t.get("edit", 0.0), 1),
@@ -56,7 +56,7 @@ def collect(paths: list[Path]) -> list[dict]:
             "eval_prompts_per_second": round(ppc * n_cases / t["post"], 2) if t.get("post") else None,
             "peak_memory_gb": round(data.get("memory", {}).get("peak_rss_mb", float("nan")) / 1024, 2),
             "total_seconds": round(t.get("total", 0.0), 1),
-            "from_fit_cache": used_fit_cache(data),  # edit time leaves out cached fits
+            "from_fit_cache": summary.from_fit_cache,  # edit time leaves out cached fits
         })
     return rows
 
