@@ -106,6 +106,15 @@ class MeGHParams(HParams):
         steps = self.diffusion_steps or min(20000, max(1500, self.diffusion_epochs * pairs // batch))
         return steps, batch
 
+    def diffusion_capped(self, pairs: int) -> float | None:
+        """The passes over `pairs` the denoiser gets when the auto schedule's 20,000-step cap cuts it
+        below `diffusion_epochs`, else None. At 10,000 CounterFact edits (49,980 pairs) the cap leaves
+        51 of 150 passes and the generated neurons fall from 89% to 11% efficacy."""
+        steps, batch = self.diffusion_schedule(pairs)
+        if self.diffusion_steps or steps >= self.diffusion_epochs * pairs // batch:
+            return None
+        return steps * batch / max(pairs, 1)
+
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"unknown MeG activation {self.activation!r}; use one of {', '.join(ACTIVATIONS)}")

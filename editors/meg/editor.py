@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -37,6 +38,7 @@ from editors.meg.neuron import DynamicNeuron, NeuronSpec
 from editors.meg.pool import contrastive_pairs, disjoint_pool, split_records, unrelated_queries
 
 FORMAT = "kebench-meg/1"
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -241,6 +243,13 @@ class MeGEditor(Editor):
             return SubjectOracle(cond, cond_edit, vectors, [r.subject for r in requests]), {}
         cfg = auto_denoiser(spec.size, cond.shape[1], len(cond), hp.diffusion_patch, hp.diffusion_hidden, hp.diffusion_depth)
         steps, batch = hp.diffusion_schedule(len(cond))
+        capped = hp.diffusion_capped(len(cond))
+        if capped is not None:
+            log.warning(
+                "MeG: the denoiser's auto schedule stops at %d steps, %.0f of diffusion_epochs=%d passes over %d "
+                "pairs; pass --hparam diffusion_steps=%d for the full schedule", steps, capped, hp.diffusion_epochs,
+                len(cond), hp.diffusion_epochs * len(cond) // batch,
+            )
         settings = DiffusionSettings(
             steps=steps, batch_size=batch, lr=hp.diffusion_lr, ema=hp.diffusion_ema,
             sample_steps=hp.diffusion_sample_steps, seed=hp.seed, cond_noise=hp.diffusion_cond_noise,
@@ -264,6 +273,7 @@ class MeGEditor(Editor):
             if cache is not None:
                 cache.save(key, model.state_dict(), {"config": model.config(), "stats": stats})
         stats["diffusion_params"] = sum(p.numel() for p in model.model.parameters())
+        stats["diffusion_epochs_trained"] = round(steps * batch / len(cond), 1)
         return DiffusionNeurons(model), stats
 
     def _self_check(
