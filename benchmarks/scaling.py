@@ -22,7 +22,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from kebench.compare import expand_paths, load_result
+from kebench.compare import expand_paths, summarize
 from kebench.suites import get_suite
 
 
@@ -37,8 +37,8 @@ def prompts_per_case(dataset: str, scale: int, seed: int) -> float:
 def collect(paths: list[Path]) -> list[dict]:
     rows = []
     for path in expand_paths(paths):
-        summary = load_result(path)  # editor label (overrides, GPU), mode and dataset as compare shows them
         data = json.loads(path.read_text())
+        summary = summarize(path, data)  # editor label (overrides, GPU), mode and dataset as compare shows them
         run, t = data["run"], data["timings_s"]
         n_req, n_cases = run["n_requests"], run["n_cases"]
         ppc = prompts_per_case(run["dataset"], n_cases, run["seed"]) if not run.get("data_file") else float("nan")

@@ -66,6 +66,14 @@ def load_result(path: Path) -> ResultSummary:
         raise ConfigError(f"results file {path} does not exist")
     try:
         data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not a kebench results file (JSONDecodeError: {exc})") from None
+    return summarize(path, data)
+
+
+def summarize(path: Path, data: dict) -> ResultSummary:
+    """The summary of a results file's parsed JSON `data` (for callers that also read other fields)."""
+    try:
         run = data["run"]
         mode = run["mode"] + (f"-b{run['batch_size']}" if run["mode"] == "sequential" else "")
         return ResultSummary(
@@ -85,7 +93,7 @@ def load_result(path: Path) -> ResultSummary:
             from_fit_cache=used_fit_cache(data),
             device=_device(data.get("provenance") or {}),
         )
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{path} is not a kebench results file ({type(exc).__name__}: {exc})") from None
 
 

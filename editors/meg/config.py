@@ -103,17 +103,20 @@ class MeGHParams(HParams):
     def diffusion_schedule(self, pairs: int) -> tuple[int, int]:
         """(steps, batch size) for `pairs` training pairs, resolving the 0 = auto settings."""
         batch = self.diffusion_batch_size or (64 if pairs <= 512 else 128)
-        steps = self.diffusion_steps or min(20000, max(1500, self.diffusion_epochs * pairs // batch))
+        steps = self.diffusion_steps or min(20000, max(1500, self._epoch_steps(pairs, batch)))
         return steps, batch
 
-    def diffusion_capped(self, pairs: int) -> float | None:
-        """The passes over `pairs` the denoiser gets when the auto schedule's 20,000-step cap cuts it
-        below `diffusion_epochs`, else None. At 10,000 CounterFact edits (49,980 pairs) the cap leaves
-        51 of 150 passes and the generated neurons fall from 89% to 11% efficacy."""
+    def diffusion_capped(self, pairs: int) -> int | None:
+        """The steps of the full `diffusion_epochs` schedule when the auto schedule's 20,000-step cap
+        cuts it, else None. At 10,000 CounterFact edits (49,980 pairs) the cap leaves 51 of 150 passes
+        and the generated neurons fall from 89% to 11% efficacy."""
         steps, batch = self.diffusion_schedule(pairs)
-        if self.diffusion_steps or steps >= self.diffusion_epochs * pairs // batch:
-            return None
-        return steps * batch / max(pairs, 1)
+        full = self._epoch_steps(pairs, batch)
+        return full if not self.diffusion_steps and steps < full else None
+
+    def _epoch_steps(self, pairs: int, batch: int) -> int:
+        """Steps for `diffusion_epochs` passes over `pairs` in batches of `batch`."""
+        return self.diffusion_epochs * pairs // batch
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:

@@ -243,12 +243,13 @@ class MeGEditor(Editor):
             return SubjectOracle(cond, cond_edit, vectors, [r.subject for r in requests]), {}
         cfg = auto_denoiser(spec.size, cond.shape[1], len(cond), hp.diffusion_patch, hp.diffusion_hidden, hp.diffusion_depth)
         steps, batch = hp.diffusion_schedule(len(cond))
-        capped = hp.diffusion_capped(len(cond))
-        if capped is not None:
+        passes = steps * batch / len(cond)
+        full = hp.diffusion_capped(len(cond))
+        if full is not None:
             log.warning(
                 "MeG: the denoiser's auto schedule stops at %d steps, %.0f of diffusion_epochs=%d passes over %d "
-                "pairs; pass --hparam diffusion_steps=%d for the full schedule", steps, capped, hp.diffusion_epochs,
-                len(cond), hp.diffusion_epochs * len(cond) // batch,
+                "pairs; pass --hparam diffusion_steps=%d for the full schedule", steps, passes, hp.diffusion_epochs,
+                len(cond), full,
             )
         settings = DiffusionSettings(
             steps=steps, batch_size=batch, lr=hp.diffusion_lr, ema=hp.diffusion_ema,
@@ -273,7 +274,7 @@ class MeGEditor(Editor):
             if cache is not None:
                 cache.save(key, model.state_dict(), {"config": model.config(), "stats": stats})
         stats["diffusion_params"] = sum(p.numel() for p in model.model.parameters())
-        stats["diffusion_epochs_trained"] = round(steps * batch / len(cond), 1)
+        stats["diffusion_epochs_trained"] = round(passes, 1)
         return DiffusionNeurons(model), stats
 
     def _self_check(

@@ -152,6 +152,6 @@ def test_auto_schedule_reports_when_its_step_cap_cuts_the_epochs():
     assert hp.diffusion_schedule(5000) == (5859, 128) and hp.diffusion_capped(5000) is None
     # 10,000 edits (49,980 pairs): the 20,000-step cap leaves 51 of the 150 passes
     steps, batch = hp.diffusion_schedule(49980)
-    assert steps == 20000 and hp.diffusion_capped(49980) == pytest.approx(20000 * 128 / 49980)
+    assert steps == 20000 and batch == 128 and hp.diffusion_capped(49980) == 150 * 49980 // 128
     # an explicit step count is the user's choice, not a cap
     assert MeGHParams(diffusion_epochs=150, diffusion_steps=20000).diffusion_capped(49980) is None
