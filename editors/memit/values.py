@@ -18,6 +18,8 @@ Efficiency, since this phase dominates editing time on a CPU:
 - an edit leaves the batch as soon as its target NLL is below `stop_nll` (early stop);
 - blocks 0..L run once without grad: their output is cached and replayed, so each step runs
   only blocks L+1.. with grad w.r.t. δ alone (the model's parameters are frozen);
+- positions before the lookup never see δ: their keys/values are cached once and each step
+  runs only the suffix from the lookup on (editors/memit/suffix.py);
 - the LM head projects only the target and KL positions.
 """
 
@@ -31,6 +33,7 @@ import torch
 from kebench.hooks import block_hidden, block_list, frozen, head_at, hooks, replay_from
 from editors.memit.keys import mean_per_edit
 from editors.memit.prompts import EditBatch
+from editors.memit.suffix import SuffixRows, takes_prefix_cache
 from kebench.editor import check_finite
 from kebench.fit_cache import FitCache
 from kebench.models.loaded import LoadedModel
@@ -81,12 +84,18 @@ class TargetValues:
 
 
 def fit_target_values(
-    lm: LoadedModel, batch: EditBatch, layer: int, cfg: ValueFitConfig, cache: FitCache | None = None
+    lm: LoadedModel, batch: EditBatch, layer: int, cfg: ValueFitConfig, cache: FitCache | None = None,
+    split: bool | None = None,
 ) -> TargetValues:
     """Fit δ for every edit of `batch` at the output of block `layer`, `v_edits_per_batch` at a time.
 
+    `split`: run each step on the rows from their lookup on, the earlier positions cached
+    (editors/memit/suffix.py; the same δ, several times faster); None: wherever the model's
+    forward takes a key/value cache and position ids.
     With a `cache`, each group's fit is looked up first and stored after (kebench.fit_cache)."""
     start = time.perf_counter()
+    if split is None:
+        split = takes_prefix_cache(lm.model)
     n, d = batch.n_edits, lm.adapter.hidden_size
     out = TargetValues(
         layer, torch.zeros(n, d), torch.zeros(len(batch.edit), d), torch.zeros(n, dtype=torch.bool),
@@ -102,7 +111,7 @@ def fit_target_values(
             out.groups += 1
             t_group = time.perf_counter()
             if found is None:
-                _fit_group(lm, batch, edits, layer, cfg, out)
+                _fit_group(lm, batch, edits, layer, cfg, out, split)
             else:
                 out.cached_groups += 1
                 out.cached_seconds += FitCache.fit_seconds(found)
@@ -131,14 +140,17 @@ def _cache_key(cache: FitCache, layer: int, cfg: ValueFitConfig, group: EditBatc
 
 
 def _fit_group(
-    lm: LoadedModel, full: EditBatch, edits: torch.Tensor, layer: int, cfg: ValueFitConfig, out: TargetValues
+    lm: LoadedModel, full: EditBatch, edits: torch.Tensor, layer: int, cfg: ValueFitConfig, out: TargetValues,
+    split: bool,
 ) -> None:
     model, dev = lm.model, lm.device
     batch = full.select(edits)
     rows_full = full.rows_of(edits)
     blocks, index = block_list(model, lm.adapter.layer_name(layer))
-    h, tuple_out, logp0 = _reference_pass(lm, batch, layer)
-    out.row_h[rows_full] = h[torch.arange(len(batch.edit), device=dev), batch.lookup.to(dev)].float().cpu()
+    suffix = SuffixRows.cut(batch, split)
+    h, tuple_out, logp0 = _reference_pass(lm, batch, suffix, layer)
+    at_lookup = batch.lookup - suffix.start  # the lookup's column within each suffix
+    out.row_h[rows_full] = h[torch.arange(len(batch.edit), device=dev), at_lookup.to(dev)].float().cpu()
 
     rw = batch.rewrite_rows
     first_row = torch.full((batch.n_edits,), len(batch.edit), dtype=torch.long)
@@ -158,21 +170,20 @@ def _fit_group(
     for it in range(cfg.v_num_grad_steps):
         sub = batch.select(active)
         rows = batch.rows_of(active)
-        width = sub.input_ids.shape[1]
+        width = suffix.width(batch, rows)
+        offset = suffix.start[rows]
         d_act = delta[active].clone().requires_grad_(True)
         base = h[rows.to(dev), :width]
-        at = (torch.arange(len(rows), device=dev), sub.lookup.to(dev))
+        at = (torch.arange(len(rows), device=dev), at_lookup[rows].to(dev))
 
         def replayed() -> torch.Tensor:
             return base.index_put(at, d_act.to(base.dtype).to(dev)[sub.edit.to(dev)], accumulate=True)
 
         kl_rows = sub.kl_rows
         head_rows = torch.cat([sub.tgt_row, kl_rows]).to(dev)
-        head_cols = torch.cat([sub.tgt_col, sub.last[kl_rows]]).to(dev)
+        head_cols = torch.cat([sub.tgt_col - offset[sub.tgt_row], sub.last[kl_rows] - offset[kl_rows]]).to(dev)
         with replay_from(blocks, index, replayed, tuple_out), head_at(model, head_rows, head_cols):
-            logits = model(
-                input_ids=sub.input_ids.to(dev), attention_mask=sub.attention_mask.to(dev), use_cache=False
-            ).logits
+            logits = model(**suffix.inputs(model, rows, width, dev)).logits
         # log-probabilities stay on the model's device (rows × vocabulary); only per-row sums come back
         logp = torch.log_softmax(logits.float(), dim=-1)
         m = len(sub.tgt_row)
@@ -213,24 +224,30 @@ def _fit_group(
 
 
 @torch.no_grad()
-def _reference_pass(lm: LoadedModel, batch: EditBatch, layer: int) -> tuple[torch.Tensor, bool, torch.Tensor]:
-    """Block `layer`'s output for all rows (to replay), its return type, and the unedited
-    log-probabilities at the KL rows' last tokens."""
+def _reference_pass(
+    lm: LoadedModel, batch: EditBatch, suffix: SuffixRows, layer: int
+) -> tuple[torch.Tensor, bool, torch.Tensor]:
+    """Block `layer`'s output at the suffix positions (to replay), its return type, and the
+    unedited log-probabilities at the KL rows' last tokens; fills `suffix`'s prefix cache."""
     model, dev = lm.model, lm.device
+    if suffix.prefix_len:
+        inputs = {k: v.to(dev) for k, v in suffix.prefix_inputs(batch).items()}
+        one = torch.zeros(1, dtype=torch.long, device=dev)  # the head projects one position only
+        with head_at(model, one, one):
+            suffix.keep_prefix(model(**inputs, use_cache=True))
     seen: dict[str, object] = {}
 
     def keep(_module, _args, output):
         seen["h"] = block_hidden(output).detach()
         seen["tuple"] = isinstance(output, tuple)
 
+    all_rows = torch.arange(len(batch.edit))
     kl_rows = batch.kl_rows
-    cols = batch.last[kl_rows]
+    cols = batch.last[kl_rows] - suffix.start[kl_rows]
     if len(kl_rows) == 0:  # the head still needs one position to project
         kl_rows, cols = torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long)
     with hooks(lm.adapter.layer(layer).register_forward_hook(keep)), head_at(model, kl_rows.to(dev), cols.to(dev)):
-        logits = model(
-            input_ids=batch.input_ids.to(dev), attention_mask=batch.attention_mask.to(dev), use_cache=False
-        ).logits
+        logits = model(**suffix.inputs(model, all_rows, suffix.width(batch, all_rows), dev)).logits
     logp0 = torch.log_softmax(logits.float(), dim=-1)  # stays on the model's device, like the fit's log-probs
     return seen["h"], bool(seen["tuple"]), logp0[: len(batch.kl_rows)]
 

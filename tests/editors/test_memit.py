@@ -13,6 +13,7 @@ from kebench.data.case import unique_requests
 from editors.memit.keys import edit_keys, lower_states, read_rows
 from editors.memit.prompts import build_batch, prefix_weights, subject_last_index
 from editors.memit.update import apply_delta, memit_delta, spread_updates
+from editors.memit.suffix import SuffixRows, takes_prefix_cache
 from editors.memit.values import TargetValues, ValueFitConfig, fit_target_values
 from kebench.data.case import EditRequest
 from kebench.errors import ConfigError, NumericalError
@@ -203,6 +204,26 @@ def test_replayed_fitting_starts_from_the_models_own_nll(arch, tiny_lm, smol_tok
     assert [p.requires_grad for p in lm.model.parameters()] == flags  # frozen while fitting, then as before
     assert all(p.grad is None for p in lm.model.parameters())
     assert (values.steps == 1).all() and (values.nll_end != values.nll_start).all()  # the replayed delta acts
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_fitting_on_suffixes_equals_fitting_whole_rows(arch, tiny_lm, smol_tokenizer):
+    """Caching every position before the lookup (left-padded prefixes of different lengths) and
+    running only the rest changes no number: same residuals, start NLL and fitted δ."""
+    lm = _sharpen(tiny_lm if arch == "llama" else _tiny_gpt2(smol_tokenizer))
+    requests = TOY + [EditRequest("{} was born in the city of", "Toko Yasuda", "Tokyo", "Osaka", "c4")]
+    batch = build_batch(lm.tokenizer, requests, ["", "Once upon a time. "])
+    assert takes_prefix_cache(lm.model)
+    cut = SuffixRows.cut(batch, split=True)
+    assert cut.prefix_len > 0 and cut.input_ids.shape[1] < batch.input_ids.shape[1]
+    assert cut.prefix_mask.sum(1).tolist() == batch.lookup.tolist()  # each row's own prefix, left-padded
+    cfg = ValueFitConfig(v_lr=0.5, v_num_grad_steps=8, clamp_norm_factor=4.0, v_stop_nll=0.0)
+    whole = fit_target_values(lm, batch, 1, cfg, split=False)
+    split = fit_target_values(lm, batch, 1, cfg, split=True)
+    torch.testing.assert_close(split.row_h, whole.row_h, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(split.nll_start, whole.nll_start, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(split.delta, whole.delta, rtol=1e-3, atol=1e-3)
+    assert (whole.nll_end < whole.nll_start).all()
 
 
 def test_batched_fitting_equals_one_edit_at_a_time(tiny_lm):
