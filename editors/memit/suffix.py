@@ -100,3 +100,12 @@ def cache_argument(model: torch.nn.Module) -> str | None:
 def takes_prefix_cache(model: torch.nn.Module) -> bool:
     """Whether the model's forward accepts a key/value cache with explicit position ids."""
     return cache_argument(model) is not None and "position_ids" in inspect.signature(model.forward).parameters
+
+
+def edits_by_suffix_width(batch: EditBatch) -> torch.Tensor:
+    """Edit indices ordered by their longest suffix (stable), so that groups fitted together pad
+    least: on ZsRE a group of 32 consecutive edits pads its suffixes to 15 columns on average,
+    one of 32 like-length edits to 10. Each edit's fit does not depend on its group."""
+    width = torch.zeros(batch.n_edits, dtype=torch.long)
+    width.scatter_reduce_(0, batch.edit, batch.last - batch.lookup + 1, reduce="amax")
+    return torch.sort(width, stable=True).indices

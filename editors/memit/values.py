@@ -19,7 +19,8 @@ Efficiency, since this phase dominates editing time on a CPU:
 - blocks 0..L run once without grad: their output is cached and replayed, so each step runs
   only blocks L+1.. with grad w.r.t. δ alone (the model's parameters are frozen);
 - positions before the lookup never see δ: their keys/values are cached once and each step
-  runs only the suffix from the lookup on (editors/memit/suffix.py);
+  runs only the suffix from the lookup on (editors/memit/suffix.py), edits of like suffix
+  length fitted together;
 - the LM head projects only the target and KL positions.
 """
 
@@ -33,7 +34,7 @@ import torch
 from kebench.hooks import block_hidden, block_list, frozen, head_at, hooks, replay_from
 from editors.memit.keys import mean_per_edit
 from editors.memit.prompts import EditBatch
-from editors.memit.suffix import SuffixRows, takes_prefix_cache
+from editors.memit.suffix import SuffixRows, edits_by_suffix_width, takes_prefix_cache
 from kebench.editor import check_finite
 from kebench.fit_cache import FitCache
 from kebench.models.loaded import LoadedModel
@@ -102,9 +103,10 @@ def fit_target_values(
         torch.zeros(n, dtype=torch.long), torch.zeros(n), torch.zeros(n), 0.0,
     )
     size = max(1, cfg.v_edits_per_batch)
+    order = edits_by_suffix_width(batch) if split else torch.arange(n)
     with frozen(lm.model), progress_bar(f"fitting target values at layer {layer}", n) as bar:
         for first in range(0, n, size):
-            edits = torch.arange(first, min(n, first + size))
+            edits = order[first : first + size]
             rows = batch.rows_of(edits)
             key = _cache_key(cache, layer, cfg, batch.select(edits)) if cache is not None else None
             found = cache.load(key, CACHED_FIELDS) if cache is not None else None

@@ -13,7 +13,7 @@ from kebench.data.case import unique_requests
 from editors.memit.keys import edit_keys, lower_states, read_rows
 from editors.memit.prompts import build_batch, prefix_weights, subject_last_index
 from editors.memit.update import apply_delta, memit_delta, spread_updates
-from editors.memit.suffix import SuffixRows, takes_prefix_cache
+from editors.memit.suffix import SuffixRows, edits_by_suffix_width, takes_prefix_cache
 from editors.memit.values import TargetValues, ValueFitConfig, fit_target_values
 from kebench.data.case import EditRequest
 from kebench.errors import ConfigError, NumericalError
@@ -211,7 +211,7 @@ def test_fitting_on_suffixes_equals_fitting_whole_rows(arch, tiny_lm, smol_token
     """Caching every position before the lookup (left-padded prefixes of different lengths) and
     running only the rest changes no number: same residuals, start NLL and fitted δ."""
     lm = _sharpen(tiny_lm if arch == "llama" else _tiny_gpt2(smol_tokenizer))
-    requests = TOY + [EditRequest("{} was born in the city of", "Toko Yasuda", "Tokyo", "Osaka", "c4")]
+    requests = [EditRequest("{} was born in the city of", "Toko Yasuda", "Tokyo", "Osaka", "c4")] + TOY
     batch = build_batch(lm.tokenizer, requests, ["", "Once upon a time. "])
     assert takes_prefix_cache(lm.model)
     cut = SuffixRows.cut(batch, split=True)
@@ -224,6 +224,12 @@ def test_fitting_on_suffixes_equals_fitting_whole_rows(arch, tiny_lm, smol_token
     torch.testing.assert_close(split.nll_start, whole.nll_start, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(split.delta, whole.delta, rtol=1e-3, atol=1e-3)
     assert (whole.nll_end < whole.nll_start).all()
+    # groups are edits of like suffix length; any grouping fits each edit the same
+    order = edits_by_suffix_width(batch)
+    widths = [int((batch.last - batch.lookup)[batch.edit == e].max()) for e in order.tolist()]
+    assert widths == sorted(widths) and widths[0] < widths[-1] and order.tolist() != sorted(order.tolist())
+    pairs = fit_target_values(lm, batch, 1, dataclasses.replace(cfg, v_edits_per_batch=2), split=True)
+    torch.testing.assert_close(pairs.delta, split.delta, rtol=1e-3, atol=1e-3)
 
 
 def test_batched_fitting_equals_one_edit_at_a_time(tiny_lm):
