@@ -17,18 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
-from pathlib import Path
 
-import torch
-
+from bench_setup import load_bench_model, machine_record, model_arguments
 from editors.meg import MeGEditor
 from editors.meg.fitting import fit_neurons
 from editors.meg.neuron import NeuronSpec
 from kebench.config import parse_override, with_overrides
 from kebench.data.suites import load_cases
-from kebench.models.load import load_model
 from kebench.scoring import score_targets
 
 
@@ -60,34 +56,19 @@ def timed_scoring(lm, prompts, targets, condition=None, repeats: int = 1) -> flo
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("out", type=Path, help="where to write the JSON results")
-    ap.add_argument("--model", default=None, help="model name/path (default: the embedded SmolLM2-135M)")
+    model_arguments(ap)
     ap.add_argument("--suite", default="counterfact")
-    ap.add_argument("--edits", type=int, default=16)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (1 is faster on a busy shared CPU)")
-    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (kebench run's --device)")
     ap.add_argument("--hparam", action="append", default=["diffusion_steps=200"], help="MeG override key=value")
     ap.add_argument("--skip-fitting", action="store_true", help="only measure inference overhead")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    lm = load_model(args.model, device=args.device)
+    lm = load_bench_model(args)
     hp = MeGEditor.default_hparams(lm.name)
     hp = with_overrides(hp, dict(parse_override(o) for o in args.hparam))
     layer = hp.layer_for(lm.adapter.num_layers)
     cases = load_cases(args.suite)[: args.edits]
     requests = [c.request for c in cases]
     result: dict = {
-        "model": lm.name,
-        "weights_sha256": lm.weights_sha256,
-        "suite": args.suite,
-        "n_edits": len(requests),
-        "layer": layer,
-        "hparam_overrides": args.hparam,
-        "torch_threads": torch.get_num_threads(),
-        "device": torch.cuda.get_device_name(lm.device) if lm.device.type == "cuda" else "cpu",
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "python": platform.python_version()},
+        **machine_record(lm), "suite": args.suite, "n_edits": len(requests), "layer": layer, "hparam_overrides": args.hparam,
     }
 
     if not args.skip_fitting:

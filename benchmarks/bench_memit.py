@@ -17,13 +17,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import tempfile
 import time
-from pathlib import Path
 
-import torch
-
+from bench_setup import load_bench_model, machine_record, model_arguments
 from editors.memit import MEMITEditor
 from editors.memit.keys import lower_states
 from editors.memit.prompts import EditBatch, build_batch
@@ -31,7 +28,6 @@ from editors.memit.update import spread_updates
 from editors.memit.values import TargetValues, fit_target_values
 from kebench.data.suites import load_cases
 from kebench.editor import WeightEditHandle
-from kebench.models.load import load_model
 from kebench.models.loaded import LoadedModel, exact_checksum
 from kebench.scoring import score_targets
 from kebench.stats import layer_covariance
@@ -45,10 +41,12 @@ def efficacy(lm: LoadedModel, requests) -> float:
 
 
 def fit_and_edit(
-    lm: LoadedModel, editor: MEMITEditor, batch: EditBatch, requests, edits_per_batch: int
+    lm: LoadedModel, editor: MEMITEditor, batch: EditBatch, requests, edits_per_batch: int, split: bool | None = None
 ) -> tuple[dict, TargetValues]:
+    """Fit the values (`split` as in fit_target_values), apply the MEMIT update, score efficacy, restore."""
     hp = editor.hparams
-    values = fit_target_values(lm, batch, hp.layers[-1], dataclasses.replace(hp.value_config(), v_edits_per_batch=edits_per_batch))
+    cfg = dataclasses.replace(hp.value_config(), v_edits_per_batch=edits_per_batch)
+    values = fit_target_values(lm, batch, hp.layers[-1], cfg, split=split)
     handle = WeightEditHandle(lm.model, [lm.adapter.mlp_out_param_name(l) for l in hp.layers])
     t0 = time.perf_counter()
     spread_updates(lm, batch, values, hp.layers, editor.solver(lm), hp.rows_per_pass)
@@ -92,31 +90,15 @@ def update_with_and_without_replay(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("out", type=Path, help="where to write the JSON results")
-    ap.add_argument("--model", default=None, help="model name/path (default: the embedded SmolLM2-135M)")
+    model_arguments(ap)
     ap.add_argument("--suite", default="counterfact-rome")
-    ap.add_argument("--edits", type=int, default=16)
     ap.add_argument("--stats-tokens", type=int, default=20_000, help="token budget of the timed statistics pass")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (1 is faster on a busy shared CPU)")
-    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (kebench run's --device)")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    lm = load_model(args.model, device=args.device)
+    lm = load_bench_model(args)
     editor = MEMITEditor(MEMITEditor.default_hparams(lm.name))
     hp = editor.hparams
     requests = [c.request for c in load_cases(args.suite)[: args.edits]]
-    result: dict = {
-        "model": lm.name,
-        "weights_sha256": lm.weights_sha256,
-        "suite": args.suite,
-        "n_edits": len(requests),
-        "layers": list(hp.layers),
-        "torch_threads": torch.get_num_threads(),
-        "device": torch.cuda.get_device_name(lm.device) if lm.device.type == "cuda" else "cpu",
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "python": platform.python_version()},
-    }
+    result: dict = {**machine_record(lm), "suite": args.suite, "n_edits": len(requests), "layers": list(hp.layers)}
 
     # key statistics: from scratch vs from the cache
     with tempfile.TemporaryDirectory() as tmp:

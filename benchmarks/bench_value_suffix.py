@@ -16,69 +16,34 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
-from pathlib import Path
 
 import torch
 
-from bench_memit import efficacy
+from bench_memit import fit_and_edit
+from bench_setup import load_bench_model, machine_record, model_arguments
 from editors.memit import MEMITEditor
 from editors.memit.prompts import build_batch
 from editors.memit.suffix import SuffixRows
-from editors.memit.update import spread_updates
-from editors.memit.values import TargetValues, fit_target_values
 from kebench.data.suites import load_cases
-from kebench.editor import WeightEditHandle
-from kebench.models.load import load_model
-
-
-def fit(lm, editor: MEMITEditor, batch, requests, split: bool) -> tuple[dict, TargetValues]:
-    hp = editor.hparams
-    values = fit_target_values(lm, batch, hp.layers[-1], hp.value_config(), split=split)
-    handle = WeightEditHandle(lm.model, [lm.adapter.mlp_out_param_name(l) for l in hp.layers])
-    spread_updates(lm, batch, values, hp.layers, editor.solver(lm), hp.rows_per_pass)
-    eff = efficacy(lm, requests)
-    handle.restore()
-    return {
-        "fit_seconds": round(values.seconds, 2),
-        "fit_seconds_per_edit": round(values.seconds / len(requests), 3),
-        "efficacy": round(eff, 1),
-        **{k: round(v, 4) for k, v in values.stats().items()},
-    }, values
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("out", type=Path, help="where to write the JSON results")
-    ap.add_argument("--model", default=None, help="model name/path (default: the embedded SmolLM2-135M)")
+    model_arguments(ap)
     ap.add_argument("--suites", nargs="+", default=["counterfact", "zsre"])
-    ap.add_argument("--edits", type=int, default=16)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (1 is faster on a busy shared CPU)")
-    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    lm = load_model(args.model, device=args.device)
+    lm = load_bench_model(args)
     editor = MEMITEditor(MEMITEditor.default_hparams(lm.name))
     editor.covariance(lm)  # cached on disk after the first run
-    result: dict = {
-        "model": lm.name,
-        "weights_sha256": lm.weights_sha256,
-        "n_edits": args.edits,
-        "torch_threads": torch.get_num_threads(),
-        "device": torch.cuda.get_device_name(lm.device) if lm.device.type == "cuda" else "cpu",
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "python": platform.python_version()},
-        "suites": {},
-    }
+    result: dict = {**machine_record(lm), "n_edits": args.edits, "suites": {}}
     for suite in args.suites:
         requests = [c.request for c in load_cases(suite)[: args.edits]]
         batch = build_batch(lm.tokenizer, requests, editor.prefixes(lm))
         cut = SuffixRows.cut(batch, split=True)
         t0 = time.perf_counter()
-        whole, v_whole = fit(lm, editor, batch, requests, split=False)
-        suffix, v_suffix = fit(lm, editor, batch, requests, split=True)
+        whole, v_whole = fit_and_edit(lm, editor, batch, requests, len(requests), split=False)
+        suffix, v_suffix = fit_and_edit(lm, editor, batch, requests, len(requests), split=True)
         cos = torch.nn.functional.cosine_similarity(v_whole.delta, v_suffix.delta, dim=1)
         rel = (v_suffix.delta - v_whole.delta).norm(dim=1) / v_whole.delta.norm(dim=1).clamp(min=1e-12)
         result["suites"][suite] = {

@@ -32,8 +32,9 @@ class SuffixRows:
     input_ids: torch.Tensor  # [R, S] right-padded
     mask: torch.Tensor  # [R, S]
     position_ids: torch.Tensor  # [R, S]
-    prefix_mask: torch.Tensor  # [R, P] left-padded (P = 0 when not split)
+    prefix_cols: torch.Tensor  # [R, P] source column of each left-padded prefix slot, < 0 on padding (P = 0 when not split)
     kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values [R, heads, P, head_dim]
+    cache_arg: str | None = None  # the model forward's name for the cache (see cache_argument)
 
     @classmethod
     def cut(cls, batch: EditBatch, split: bool) -> "SuffixRows":
@@ -44,23 +45,27 @@ class SuffixRows:
         cols = torch.arange(s)[None, :] + start[:, None]
         real = cols <= batch.last[:, None]
         ids = batch.input_ids.gather(1, cols.clamp(max=width - 1)) * real
-        pcols = torch.arange(p)[None, :] - (p - start[:, None])
-        prefix_mask = (pcols >= 0).long()
-        return cls(start, ids, real.long(), cols, prefix_mask, [])
+        prefix_cols = torch.arange(p)[None, :] - (p - start[:, None])
+        return cls(start, ids, real.long(), cols, prefix_cols, [])
 
     @property
     def prefix_len(self) -> int:
-        return self.prefix_mask.shape[1]
+        return self.prefix_cols.shape[1]
+
+    @property
+    def prefix_mask(self) -> torch.Tensor:
+        return (self.prefix_cols >= 0).long()
 
     def prefix_inputs(self, batch: EditBatch) -> dict[str, torch.Tensor]:
         """Model inputs for the left-padded prefixes (positions counted from each row's first token)."""
-        p = self.prefix_len
-        pcols = torch.arange(p)[None, :] - (p - self.start[:, None])
-        ids = batch.input_ids.gather(1, pcols.clamp(min=0)) * self.prefix_mask
-        return {"input_ids": ids, "attention_mask": self.prefix_mask, "position_ids": pcols.clamp(min=0)}
+        positions = self.prefix_cols.clamp(min=0)
+        ids = batch.input_ids.gather(1, positions) * self.prefix_mask
+        return {"input_ids": ids, "attention_mask": self.prefix_mask, "position_ids": positions}
 
-    def keep_prefix(self, output: object) -> None:
-        """Store the prefix pass's per-layer keys and values (transformers' Cache layouts)."""
+    def keep_prefix(self, model: torch.nn.Module, output: object) -> None:
+        """Store the prefix pass's per-layer keys and values (transformers' Cache layouts) and the
+        name under which `model` takes them back."""
+        self.cache_arg = cache_argument(model)
         cache = getattr(output, "cache", None)
         cache = cache if cache is not None else getattr(output, "past_key_values", None)
         if hasattr(cache, "layers"):
@@ -70,10 +75,10 @@ class SuffixRows:
         else:
             raise TypeError(f"cannot read keys/values from a {type(cache).__name__}")
 
-    def inputs(self, model: torch.nn.Module, rows: torch.Tensor, width: int, device: torch.device) -> dict[str, object]:
+    def inputs(self, rows: torch.Tensor, width: int, device: torch.device) -> dict[str, object]:
         """Model inputs for `rows`' suffixes trimmed to `width` columns, with their prefix cache."""
         p = int(self.start[rows].max()) if self.prefix_len else 0  # drop prefix columns all kept rows pad
-        mask = torch.cat([self.prefix_mask[rows, self.prefix_len - p:], self.mask[rows, :width]], dim=1)
+        mask = torch.cat([(self.prefix_cols[rows, self.prefix_len - p:] >= 0).long(), self.mask[rows, :width]], dim=1)
         out: dict[str, object] = {"input_ids": self.input_ids[rows, :width].to(device), "attention_mask": mask.to(device)}
         if p:  # positions continue each row's own prefix (the default 0.. counts from the padded cache)
             out["position_ids"] = self.position_ids[rows, :width].to(device)
@@ -81,7 +86,7 @@ class SuffixRows:
             dev_rows = rows.to(self.kv[0][0].device)
             for i, (k, v) in enumerate(self.kv):
                 cache.update(k[dev_rows, :, k.shape[2] - p:], v[dev_rows, :, v.shape[2] - p:], i)
-            out[cache_argument(model)] = cache
+            out[self.cache_arg] = cache
             out["use_cache"] = True
         else:
             out["use_cache"] = False

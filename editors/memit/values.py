@@ -185,7 +185,7 @@ def _fit_group(
         head_rows = torch.cat([sub.tgt_row, kl_rows]).to(dev)
         head_cols = torch.cat([sub.tgt_col - offset[sub.tgt_row], sub.last[kl_rows] - offset[kl_rows]]).to(dev)
         with replay_from(blocks, index, replayed, tuple_out), head_at(model, head_rows, head_cols):
-            logits = model(**suffix.inputs(model, rows, width, dev)).logits
+            logits = model(**suffix.inputs(rows, width, dev)).logits
         # log-probabilities stay on the model's device (rows × vocabulary); only per-row sums come back
         logp = torch.log_softmax(logits.float(), dim=-1)
         m = len(sub.tgt_row)
@@ -236,7 +236,7 @@ def _reference_pass(
         inputs = {k: v.to(dev) for k, v in suffix.prefix_inputs(batch).items()}
         one = torch.zeros(1, dtype=torch.long, device=dev)  # the head projects one position only
         with head_at(model, one, one):
-            suffix.keep_prefix(model(**inputs, use_cache=True))
+            suffix.keep_prefix(model, model(**inputs, use_cache=True))
     seen: dict[str, object] = {}
 
     def keep(_module, _args, output):
@@ -249,7 +249,7 @@ def _reference_pass(
     if len(kl_rows) == 0:  # the head still needs one position to project
         kl_rows, cols = torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long)
     with hooks(lm.adapter.layer(layer).register_forward_hook(keep)), head_at(model, kl_rows.to(dev), cols.to(dev)):
-        logits = model(**suffix.inputs(model, all_rows, suffix.width(batch, all_rows), dev)).logits
+        logits = model(**suffix.inputs(all_rows, suffix.width(batch, all_rows), dev)).logits
     logp0 = torch.log_softmax(logits.float(), dim=-1)  # stays on the model's device, like the fit's log-probs
     return seen["h"], bool(seen["tuple"]), logp0[: len(batch.kl_rows)]
 
