@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import platform
 import tempfile
 import time
@@ -31,6 +30,7 @@ from editors.memit import MEMITEditor
 from editors.memit.prompts import build_batch
 from editors.memit.values import fit_target_values
 from kebench.data.suites import load_cases
+from kebench.io import atomic_write_json
 from kebench.models.load import load_model
 from kebench.stats import layer_covariance
 from kebench.suites import get_suite
@@ -117,8 +117,7 @@ def main() -> None:
         "phases": phases,
         "note": "FLOPs counted by torch FlopCounterMode (matmul, attention); elementwise work not counted",
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_json(args.out, result)
     plot(result, args.out.with_suffix(".png"))
     print(f"wrote {args.out}")
 

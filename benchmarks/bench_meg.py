@@ -16,7 +16,6 @@ Same edits, same model, same process:
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 from bench_setup import load_bench_model, machine_record, model_arguments
@@ -25,6 +24,7 @@ from editors.meg.fitting import fit_neurons
 from editors.meg.neuron import NeuronSpec
 from kebench.config import parse_override, with_overrides
 from kebench.data.suites import load_cases
+from kebench.io import atomic_write_json
 from kebench.scoring import score_targets
 
 
@@ -107,8 +107,7 @@ def main() -> None:
         "warm_overhead_ratio": round(warm / unedited, 2),
     }
     print("inference", result["inference"], flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
+    atomic_write_json(args.out, result)
     print(f"wrote {args.out}")
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import tempfile
 import time
 
@@ -28,6 +27,7 @@ from editors.memit.update import spread_updates
 from editors.memit.values import TargetValues, fit_target_values
 from kebench.data.suites import load_cases
 from kebench.editor import WeightEditHandle
+from kebench.io import atomic_write_json
 from kebench.models.loaded import LoadedModel, exact_checksum
 from kebench.scoring import score_targets
 from kebench.stats import layer_covariance
@@ -130,8 +130,7 @@ def main() -> None:
     }
     result["update_lower_blocks"] = update_with_and_without_replay(lm, editor, batch, values)
     print("update", result["update_lower_blocks"], flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
+    atomic_write_json(args.out, result)
     print(f"wrote {args.out}")
 
 

@@ -26,6 +26,7 @@ from editors.memit import MEMITEditor
 from editors.memit.prompts import build_batch
 from editors.memit.suffix import SuffixRows
 from kebench.data.suites import load_cases
+from kebench.io import atomic_write_json
 
 
 def main() -> None:
@@ -57,8 +58,7 @@ def main() -> None:
             "wall_seconds": round(time.perf_counter() - t0, 1),
         }
         print(suite, json.dumps(result["suites"][suite]), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
+    atomic_write_json(args.out, result)
     print(f"wrote {args.out}")
 
 

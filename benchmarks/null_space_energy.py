@@ -18,7 +18,6 @@ below the rest, i.e. if few directions hold almost none of the trace.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 
 import torch
@@ -29,6 +28,7 @@ from editors.memit.keys import edit_keys
 from editors.memit.prompts import build_batch
 from kebench.data.suites import load_cases
 from kebench.hooks import StopForward, hooks, run_until_stopped
+from kebench.io import atomic_write_json
 from kebench.models.load import load_model
 from kebench.models.loaded import LoadedModel
 from kebench.stats import corpus_texts, token_chunks
@@ -123,8 +123,7 @@ def main() -> None:
     if args.out:
         out = {"threshold": hp.nullspace_threshold, "null_space_dim": dims, "spectrum": spectrum, "cases": args.cases,
                "wiki_tokens": args.wiki_tokens, "energy_in_null_space": rows}
-        with open(args.out, "w") as f:
-            json.dump(out, f, indent=1)
+        atomic_write_json(args.out, out)
 
 
 if __name__ == "__main__":

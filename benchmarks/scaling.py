@@ -23,6 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from kebench.compare import expand_paths, summarize
+from kebench.io import atomic_write_json
 from kebench.suites import get_suite
 
 
@@ -115,8 +116,7 @@ def main() -> None:
     args = ap.parse_args()
     rows = collect(args.results)
     result = {"runs": rows, "growth": growth(rows)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_json(args.out, result)
     plot(rows, args.out.with_suffix(".png"))
     for g in result["growth"]:
         print(g)

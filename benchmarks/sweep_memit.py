@@ -27,6 +27,7 @@ from editors.memit.values import fit_target_values
 from kebench.data.case import EditCase
 from kebench.data.suites import load_cases
 from kebench.editor import WeightEditHandle
+from kebench.io import atomic_write_json
 from kebench.models.load import load_model
 from kebench.models.loaded import LoadedModel
 from kebench.scoring import score_targets
@@ -119,8 +120,7 @@ def main() -> None:
             print(rows[-1], flush=True)
         del cov
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"cases": args.cases, "suite": args.suite, "overrides": overrides, "rows": rows}, f, indent=1)
+        atomic_write_json(args.out, {"cases": args.cases, "suite": args.suite, "overrides": overrides, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -162,10 +162,9 @@ class Editor(ABC):
 
     def save_edits(self, handle: EditHandle, path: Path) -> None:
         """Write what `load_edits` needs to rebuild `handle` without refitting."""
-        from safetensors.torch import save_file
+        from kebench.io import atomic_save_safetensors
 
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in handle.edited_state().items()}, str(path / "edited_state.safetensors"))
+        atomic_save_safetensors(path / "edited_state.safetensors", handle.edited_state())
 
     def load_edits(self, lm: LoadedModel, path: Path) -> EditHandle:
         from safetensors.torch import load_file

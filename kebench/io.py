@@ -79,3 +79,11 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
     import torch  # local: keeps `kebench.io` importable without torch for the JSON helpers
 
     _atomic_write(path, "wb", lambda fh: torch.save(obj, fh))
+
+
+def atomic_save_safetensors(path: Path, tensors: dict[str, Any]) -> None:
+    """safetensors through `_atomic_write`: a crash mid-write never leaves a file that loads half."""
+    from safetensors.torch import save  # local, as in atomic_torch_save
+
+    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+    _atomic_write(path, "wb", lambda fh: fh.write(data))

@@ -24,6 +24,7 @@ from kebench.data.case import EditRequest
 from kebench.editor import EditHandle, Editor, register_editor
 from kebench.errors import ConfigError, DataError
 from kebench.fit_cache import FitCache
+from kebench.io import atomic_save_safetensors, atomic_write_json
 from kebench.models.loaded import LoadedModel, exact_checksum
 from kebench.provenance import peak_memory_mb
 
@@ -293,12 +294,9 @@ class MeGEditor(Editor):
     # persistence -----------------------------------------------------------------------------
     def save_edits(self, handle: EditHandle, path: Path) -> None:
         """encoder head, familiarity net, generator (+ normaliser), τ and hparams: safetensors + json."""
-        from safetensors.torch import save_file
-
         if not isinstance(handle, MeGHandle):
             raise ConfigError(f"MeG cannot save a {type(handle).__name__}; pass the handle MeG's apply() returned")
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         enc, fam, gen = handle.encoder, handle.familiarity, handle.generator
         meta: dict[str, Any] = {
             "format": FORMAT,
@@ -314,10 +312,9 @@ class MeGEditor(Editor):
             "generator": self.hparams.generator,
             "stats": handle.stats,
         }
-        save_file({k: v.contiguous() for k, v in enc.head_state().items()}, str(path / "encoder_head.safetensors"))
+        atomic_save_safetensors(path / "encoder_head.safetensors", enc.head_state())
         if fam is not None:
-            fam_state = {k: v.detach().cpu().contiguous() for k, v in fam.state_dict().items()}
-            save_file(fam_state, str(path / "familiarity.safetensors"))
+            atomic_save_safetensors(path / "familiarity.safetensors", fam.state_dict())
         if isinstance(gen, DiffusionNeurons):
             meta["diffusion"] = gen.model.config()
             state = gen.model.state_dict()
@@ -325,8 +322,8 @@ class MeGEditor(Editor):
             state = gen.state_dict()
             if isinstance(gen, SubjectOracle):
                 meta["subjects"] = gen.subjects
-        save_file(state, str(path / "generator.safetensors"))
-        (path / "meg.json").write_text(json.dumps(meta, indent=1, default=float))
+        atomic_save_safetensors(path / "generator.safetensors", state)
+        atomic_write_json(path / "meg.json", meta)  # last: its presence marks a complete save
 
     def load_edits(self, lm: LoadedModel, path: Path) -> MeGHandle:
         """Rebuild the handle saved by save_edits, without refitting anything."""

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from kebench.errors import ConfigError, ModelError
+from kebench.io import atomic_save_safetensors, atomic_write_json
 from kebench.models.embedded import cache_root as embedded_cache_root
 from kebench.models.load import default_encoder_path
 from kebench.progress import progress_bar
@@ -267,7 +268,7 @@ def tuned_encoder(
     encoder: QueryEncoder, pairs: Sequence[tuple[str, str]], settings: ContrastiveSettings, use_cache: bool = True
 ) -> dict[str, float]:
     """Tune `encoder`'s head in place, or load the cached head for identical settings and pairs."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     if settings.steps <= 0 or not pairs:
         return {"encoder_tuned": 0.0}
@@ -278,8 +279,7 @@ def tuned_encoder(
         stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
         return {**stats, "encoder_tuned": 1.0, "encoder_cache_hit": 1.0}
     stats = tune_contrastive(encoder, pairs, settings)
-    if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in encoder.head_state().items()}, str(path))
-        path.with_suffix(".json").write_text(json.dumps(stats))
+    if use_cache:  # stats first: the head's file is what marks a hit
+        atomic_write_json(path.with_suffix(".json"), stats)
+        atomic_save_safetensors(path, encoder.head_state())
     return {**stats, "encoder_tuned": 1.0, "encoder_cache_hit": 0.0}
