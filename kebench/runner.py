@@ -26,7 +26,7 @@ from kebench.data.case import EditCase, EditRequest, unique_requests
 from kebench.distributed import Shard, local_device
 from kebench.editor import EDITORS, EditHandle, Editor, StackedHandle
 from kebench.errors import ConfigError
-from kebench.io import append_jsonl, atomic_write_json, read_jsonl
+from kebench.io import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl
 from kebench.models.loaded import LoadedModel, exact_checksum
 from kebench.progress import progress_bar
 from kebench.provenance import git_state, hardware, package_versions, peak_memory_mb
@@ -245,7 +245,7 @@ class Run:
                 editor.save_edits(handle, step_dir)
                 state = editor.state_dict()
                 if state:
-                    torch.save(state, step_dir / "editor_state.pt")
+                    atomic_torch_save(step_dir / "editor_state.pt", state)
                 atomic_write_json(
                     step_dir / "done.json",
                     {"n_requests": len(requests), "seconds": time.perf_counter() - ts, "stats": handle.stats},
