@@ -7,6 +7,11 @@ token rows. Keying on all of it makes the cache safe to share: MEMIT and AlphaEd
 mode on the same cases fit once, MeG's ablations reuse the main run's neurons, and an
 interrupted 1,000-edit fit resumes from its last finished group instead of from zero.
 A file that is unreadable or whose content does not match its key is ignored and refitted.
+
+Several processes may share one cache and split a long fit between them (two `kebench run`s
+of MEMIT and AlphaEdit on the same cases, say): a process `claim`s a group before fitting it
+(an exclusive lock file beside the entry), other processes fit the unclaimed groups first and
+then `wait_for` the claimed ones. A claim whose process has died is stale and taken over.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import socket
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +34,8 @@ from kebench.models.embedded import cache_root
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+# a claim from another machine (its process cannot be checked) counts as stale after this long
+FOREIGN_CLAIM_SECONDS = 6 * 3600
 
 
 class FitCache:
@@ -39,6 +49,7 @@ class FitCache:
         self.device = device
         self.hits = 0
         self.misses = 0
+        self.poll_seconds = 5.0  # how often `wait_for` looks again
 
     def key(self, settings: Mapping[str, Any], inputs: Mapping[str, torch.Tensor]) -> str:
         """sha256 over everything a group's fit depends on (`settings` must be JSON-able)."""
@@ -91,3 +102,70 @@ class FitCache:
     def fit_seconds(found: Mapping[str, Any]) -> float:
         """What a loaded entry took when it was fitted; 0 for entries saved without it."""
         return float((found.get("meta") or {}).get("seconds", 0.0))
+
+    def _lock(self, key: str) -> Path:
+        return self.path(key).with_suffix(".lock")
+
+    def claim(self, key: str) -> bool:
+        """Take the exclusive right to fit `key`'s group; False if a live process holds it.
+        A stale claim (its process is gone) is removed and taken over."""
+        lock = self._lock(key)
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._claim_is_stale(lock):
+                    return False
+                log.warning("taking over the stale claim %s (its process is gone)", lock)
+                lock.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}, f)
+            return True
+        return False
+
+    def release(self, key: str) -> None:
+        """Give up a claim taken with `claim` (after saving, or after a failed fit)."""
+        self._lock(key).unlink(missing_ok=True)
+
+    def claimed(self, key: str) -> bool:
+        """Whether a live process (this one included) holds `key`'s claim."""
+        lock = self._lock(key)
+        return lock.exists() and not self._claim_is_stale(lock)
+
+    def wait_for(self, key: str, fields: tuple[str, ...] = ()) -> dict[str, Any] | None:
+        """`key`'s entry once the process that claimed it has saved it; None if that process
+        gave up or died without saving (the caller then fits the group itself)."""
+        while self.claimed(key) and not self.path(key).is_file():
+            time.sleep(self.poll_seconds)
+        return self.load(key, fields)
+
+    @staticmethod
+    def _claim_is_stale(lock: Path) -> bool:
+        try:
+            owner = json.loads(lock.read_text())
+            mtime = lock.stat().st_mtime
+        except FileNotFoundError:
+            return True
+        except (OSError, ValueError):  # being written right now, or foreign: judge by age
+            return time.time() - _mtime(lock) > FOREIGN_CLAIM_SECONDS
+        if owner.get("host") != socket.gethostname():
+            return time.time() - mtime > FOREIGN_CLAIM_SECONDS
+        pid = int(owner.get("pid", -1))
+        if pid == os.getpid():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's
+            return False
+        return False
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0

@@ -104,33 +104,62 @@ def fit_target_values(
     )
     size = max(1, cfg.v_edits_per_batch)
     order = edits_by_suffix_width(batch) if split else torch.arange(n)
+    groups = [order[first : first + size] for first in range(0, n, size)]
     with frozen(lm.model), progress_bar(f"fitting target values at layer {layer}", n) as bar:
-        for first in range(0, n, size):
-            edits = order[first : first + size]
-            rows = batch.rows_of(edits)
-            key = _cache_key(cache, layer, cfg, batch.select(edits)) if cache is not None else None
-            found = cache.load(key, CACHED_FIELDS) if cache is not None else None
-            out.groups += 1
-            t_group = time.perf_counter()
-            if found is None:
-                _fit_group(lm, batch, edits, layer, cfg, out, split)
-            else:
-                out.cached_groups += 1
-                out.cached_seconds += FitCache.fit_seconds(found)
-            per_edit = {"delta": out.delta, "converged": out.converged, "steps": out.steps,
-                        "nll_start": out.nll_start, "nll_end": out.nll_end}
-            if found is not None:
-                for name, t in per_edit.items():
-                    t[edits] = found[name].to(t.dtype)
-                out.row_h[rows] = found["row_h"].float()
-            elif cache is not None:
+        # groups another process has claimed are left to the end, then read once it has saved them
+        deferred = [g for g in groups if not _resolve_group(lm, batch, g, layer, cfg, out, split, cache, bar, wait=False)]
+        for edits in deferred:
+            _resolve_group(lm, batch, edits, layer, cfg, out, split, cache, bar, wait=True)
+    out.seconds = time.perf_counter() - start
+    return out
+
+
+def _resolve_group(
+    lm: LoadedModel, batch: EditBatch, edits: torch.Tensor, layer: int, cfg: ValueFitConfig, out: TargetValues,
+    split: bool, cache: FitCache | None, bar: object, wait: bool,
+) -> bool:
+    """Fill `out` for one group: from the cache, else by fitting it (under a claim when cached).
+    Returns False, leaving `out` as it was, if another process is fitting it and `wait` is off."""
+    rows = batch.rows_of(edits)
+    key = _cache_key(cache, layer, cfg, batch.select(edits)) if cache is not None else None
+    found, existed = None, False
+    if cache is not None:
+        existed = cache.path(key).is_file()
+        found = cache.wait_for(key, CACHED_FIELDS) if wait else cache.load(key, CACHED_FIELDS)
+    per_edit = {"delta": out.delta, "converged": out.converged, "steps": out.steps,
+                "nll_start": out.nll_start, "nll_end": out.nll_end}
+    t_group = time.perf_counter()
+    held = False
+    if found is None and cache is not None:
+        held = cache.claim(key)
+        if not held:
+            if not wait:
+                return False
+            found = cache.wait_for(key, CACHED_FIELDS)  # claimed again by a third process meanwhile
+        elif not existed and cache.path(key).is_file() and (found := cache.load(key, CACHED_FIELDS)) is not None:
+            # saved by another process between our look and our claim
+            cache.release(key)
+            held = False
+    if found is None:
+        try:
+            _fit_group(lm, batch, edits, layer, cfg, out, split)
+            if cache is not None:
                 cache.save(
                     key, {**{k: t[edits] for k, t in per_edit.items()}, "row_h": out.row_h[rows]},
                     seconds=time.perf_counter() - t_group,
                 )
-            bar.advance(len(edits))
-    out.seconds = time.perf_counter() - start
-    return out
+        finally:
+            if held:
+                cache.release(key)
+    else:
+        out.cached_groups += 1
+        out.cached_seconds += FitCache.fit_seconds(found)
+        for name, t in per_edit.items():
+            t[edits] = found[name].to(t.dtype)
+        out.row_h[rows] = found["row_h"].float()
+    out.groups += 1
+    bar.advance(len(edits))
+    return True
 
 
 CACHED_FIELDS = ("delta", "row_h", "converged", "steps", "nll_start", "nll_end")

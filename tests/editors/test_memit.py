@@ -14,7 +14,7 @@ from editors.memit.keys import edit_keys, lower_states, read_rows
 from editors.memit.prompts import build_batch, prefix_weights, subject_last_index
 from editors.memit.update import apply_delta, memit_delta, spread_updates
 from editors.memit.suffix import SuffixRows, edits_by_suffix_width, takes_prefix_cache
-from editors.memit.values import TargetValues, ValueFitConfig, fit_target_values
+from editors.memit.values import TargetValues, ValueFitConfig, _cache_key, fit_target_values
 from kebench.data.case import EditRequest
 from kebench.errors import ConfigError, NumericalError
 from kebench.fit_cache import FitCache
@@ -389,3 +389,32 @@ def test_memit_edits_the_default_model(real_lm, cache):
     finally:
         handle.restore()
     assert exact_checksum(real_lm.model) == original
+
+
+def test_groups_claimed_by_another_process_are_read_once_it_saves_them(tiny_lm, cache, tmp_path):
+    lm = _sharpen(tiny_lm)
+    batch = build_batch(lm.tokenizer, TOY, [""])
+    cfg = ValueFitConfig(v_lr=0.5, v_num_grad_steps=4, clamp_norm_factor=4.0, v_stop_nll=0.0, v_edits_per_batch=1)
+    alone = fit_target_values(lm, batch, 1, cfg, FitCache("target_values", "c" * 64, "cpu", cache_dir=tmp_path / "a"))
+    # another "process" holds the first group's claim; it saves and lets go once this one waits for it
+    shared = FitCache("target_values", "c" * 64, "cpu", cache_dir=tmp_path / "b")
+    shared.poll_seconds = 0.01
+    first_key = _cache_key(shared, 1, cfg, batch.select(edits_by_suffix_width(batch)[:1]))
+    assert shared.claim(first_key)
+    loaded: list[str] = []
+    load, claimed = shared.load, shared.claimed
+
+    def holder_finishes(key):
+        if key == first_key and shared.path(key).with_suffix(".lock").exists():
+            src = next(p for p in (tmp_path / "a").rglob("*.pt") if p.name == shared.path(key).name)
+            shared.path(key).write_bytes(src.read_bytes())
+            shared.release(key)
+        return claimed(key)
+
+    shared.load = lambda key, fields=(): (loaded.append(key), load(key, fields))[1]
+    shared.claimed = holder_finishes
+    out = fit_target_values(lm, batch, 1, cfg, shared)
+    assert out.cached_groups == 1 and out.groups == batch.n_edits
+    assert loaded[0] == loaded[-1] == first_key and len(loaded) == batch.n_edits + 1  # looked at first, read last
+    for name in ("delta", "converged", "steps", "nll_start", "nll_end", "row_h"):
+        assert torch.equal(getattr(out, name), getattr(alone, name)), name

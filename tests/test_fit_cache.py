@@ -1,0 +1,87 @@
+"""Claims let several processes split one long fit through a shared cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+
+from kebench.fit_cache import FOREIGN_CLAIM_SECONDS, FitCache
+
+
+@pytest.fixture
+def cache(tmp_path):
+    c = FitCache("target_values", "ab" * 32, "cpu", cache_dir=tmp_path)
+    c.poll_seconds = 0.02
+    return c
+
+
+@pytest.fixture
+def other_process():
+    """A live process that is not this one, to hold claims."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def _hold(cache: FitCache, key: str, pid: int, host: str | None = None) -> None:
+    lock = cache.path(key).with_suffix(".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(json.dumps({"host": host or os.uname().nodename, "pid": pid, "time": time.time()}))
+
+
+def test_a_claim_is_exclusive_until_released(cache):
+    key = cache.key({"a": 1}, {})
+    assert cache.claim(key) and not cache.claim(key)
+    assert cache.claimed(key)
+    cache.release(key)
+    assert not cache.claimed(key) and cache.claim(key)
+
+
+def test_a_live_process_keeps_its_claim_and_a_dead_ones_is_taken_over(cache, other_process):
+    key = cache.key({"a": 1}, {})
+    _hold(cache, key, other_process.pid)
+    assert not cache.claim(key)
+    other_process.kill()
+    other_process.wait()
+    assert cache.claim(key)
+
+
+def test_a_claim_from_another_machine_goes_stale_only_with_age(cache):
+    key = cache.key({"a": 1}, {})
+    _hold(cache, key, 1, host="elsewhere")
+    assert not cache.claim(key)
+    lock = cache.path(key).with_suffix(".lock")
+    old = time.time() - FOREIGN_CLAIM_SECONDS - 60
+    os.utime(lock, (old, old))
+    assert cache.claim(key)
+
+
+def test_wait_for_returns_the_entry_once_its_holder_saves_it(cache, other_process):
+    key = cache.key({"a": 1}, {})
+    _hold(cache, key, other_process.pid)
+
+    def holder() -> None:
+        time.sleep(0.2)
+        cache.save(key, {"x": torch.ones(3)})
+        cache.path(key).with_suffix(".lock").unlink()
+
+    t = threading.Thread(target=holder)
+    t.start()
+    found = cache.wait_for(key, ("x",))
+    t.join()
+    assert found is not None and torch.equal(found["x"], torch.ones(3))
+
+
+def test_wait_for_gives_up_when_the_holder_dies_without_saving(cache, other_process):
+    key = cache.key({"a": 1}, {})
+    _hold(cache, key, other_process.pid)
+    threading.Timer(0.2, lambda: (other_process.kill(), other_process.wait())).start()  # reaped, as init would
+    assert cache.wait_for(key, ("x",)) is None
