@@ -23,6 +23,7 @@ import os
 import socket
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,16 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 # a claim from another machine (its process cannot be checked) counts as stale after this long
 FOREIGN_CLAIM_SECONDS = 6 * 3600
+
+
+@dataclass
+class Lookup:
+    """What `FitCache.lookup` found: the entry, or the claim to fit it (`held`: release it after
+    saving), or neither with `deferred` (another live process is fitting it)."""
+
+    found: dict[str, Any] | None = None
+    held: bool = False
+    deferred: bool = False
 
 
 class FitCache:
@@ -102,6 +113,25 @@ class FitCache:
     def fit_seconds(found: Mapping[str, Any]) -> float:
         """What a loaded entry took when it was fitted; 0 for entries saved without it."""
         return float((found.get("meta") or {}).get("seconds", 0.0))
+
+    def lookup(self, key: str, fields: tuple[str, ...] = (), wait: bool = True) -> Lookup:
+        """The entry for `key` if saved; else the claim to fit it. If another live process holds
+        the claim: with `wait`, its entry once saved (or the claim, if it died without saving);
+        without, a deferred lookup (fit the other groups first, then look again with `wait`)."""
+        existed = self.path(key).is_file()
+        found = self.wait_for(key, fields) if wait else self.load(key, fields)
+        if found is not None:
+            return Lookup(found)
+        if not self.claim(key):
+            if not wait:
+                return Lookup(deferred=True)
+            return Lookup(self.wait_for(key, fields))  # claimed by a third process meanwhile: None → fit unclaimed
+        if not existed and self.path(key).is_file():  # saved by another process between our look and our claim
+            found = self.load(key, fields)
+            if found is not None:
+                self.release(key)
+                return Lookup(found)
+        return Lookup(held=True)
 
     def _lock(self, key: str) -> Path:
         return self.path(key).with_suffix(".lock")

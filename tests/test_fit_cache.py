@@ -85,3 +85,17 @@ def test_wait_for_gives_up_when_the_holder_dies_without_saving(cache, other_proc
     _hold(cache, key, other_process.pid)
     threading.Timer(0.2, lambda: (other_process.kill(), other_process.wait())).start()  # reaped, as init would
     assert cache.wait_for(key, ("x",)) is None
+
+
+def test_lookup_gives_the_entry_or_the_claim_or_defers(cache, other_process):
+    mine, theirs = cache.key({"a": 1}, {}), cache.key({"a": 2}, {})
+    look = cache.lookup(mine, ("x",), wait=False)
+    assert look.held and look.found is None and not look.deferred
+    cache.save(mine, {"x": torch.zeros(2)})
+    cache.release(mine)
+    assert torch.equal(cache.lookup(mine, ("x",), wait=False).found["x"], torch.zeros(2))
+    _hold(cache, theirs, other_process.pid)
+    assert cache.lookup(theirs, ("x",), wait=False).deferred
+    threading.Timer(0.1, lambda: (other_process.kill(), other_process.wait())).start()
+    taken_over = cache.lookup(theirs, ("x",), wait=True)  # its holder died without saving: ours to fit
+    assert taken_over.held and taken_over.found is None

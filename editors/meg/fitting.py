@@ -22,7 +22,7 @@ from torch import nn
 
 from kebench.data.case import EditRequest
 from kebench.editor import check_finite
-from kebench.fit_cache import FitCache
+from kebench.fit_cache import FitCache, Lookup
 from kebench.models.loaded import LoadedModel
 from kebench.optim import RowAdam
 from kebench.progress import progress_bar
@@ -188,7 +188,8 @@ def fit_neurons(
     """Fit one neuron per request (same init for all, as in the official code), `batch_size` edits at a time.
 
     With a `cache`, each chunk's fit is looked up first and stored after (kebench.fit_cache):
-    ablations that change only the generator or the gate refit nothing."""
+    ablations that change only the generator or the gate refit nothing, and runs side by side
+    split the chunks between them (claims)."""
     start = time.perf_counter()
     n = len(requests)
     init = spec.init_vector(lm.adapter.key_size, seed)
@@ -201,27 +202,40 @@ def fit_neurons(
     neuron = DynamicNeuron(lm.adapter.mlp(layer), spec)
     cached_chunks, cached_seconds = 0, 0.0
     with frozen(lm.model), neuron, progress_bar("MeG: fitting neurons", max_steps * len(chunks)) as bar:
-        for chunk in chunks:
+        def resolve(chunk: list[int], wait: bool) -> bool:
+            """Fill one chunk from the cache or by fitting it; False if another process is fitting it."""
+            nonlocal cached_chunks, cached_seconds
             t_chunk = time.perf_counter()
             rows = build_rows(lm.tokenizer, [requests[i] for i in chunk], context_prefixes)
-            key = found = None
+            key, look = None, Lookup()
             if cache is not None:
                 settings = {"layer": layer, "spec": dataclasses.asdict(spec), "lr": lr, "max_steps": max_steps,
                             "nll_threshold": nll_threshold, "n_edits": len(chunk)}
                 key = cache.key(settings, {"init": init, **{f.name: getattr(rows, f.name) for f in dataclasses.fields(rows)}})
-                found = cache.load(key, _CHUNK_FIELDS)
-            if found is not None:
-                res = tuple(found[f] for f in _CHUNK_FIELDS)
+                look = cache.lookup(key, _CHUNK_FIELDS, wait)
+                if look.deferred:
+                    return False
+            if look.found is not None:
+                res = tuple(look.found[f] for f in _CHUNK_FIELDS)
                 cached_chunks += 1
-                cached_seconds += FitCache.fit_seconds(found)
+                cached_seconds += FitCache.fit_seconds(look.found)
                 bar.advance(max_steps)
             else:
-                res = _fit_chunk(lm, rows, len(chunk), neuron, layer, init, lr, max_steps, nll_threshold, bar)
-                if cache is not None:
-                    cache.save(key, dict(zip(_CHUNK_FIELDS, res, strict=True)), seconds=time.perf_counter() - t_chunk)
+                try:
+                    res = _fit_chunk(lm, rows, len(chunk), neuron, layer, init, lr, max_steps, nll_threshold, bar)
+                    if cache is not None:
+                        cache.save(key, dict(zip(_CHUNK_FIELDS, res, strict=True)), seconds=time.perf_counter() - t_chunk)
+                finally:
+                    if look.held:
+                        cache.release(key)
             idx = torch.tensor(chunk)
             vectors[idx], converged[idx], steps[idx] = res[0], res[1], res[2]
             nll_out[idx], eff_out[idx], base_nll[idx], base_eff[idx] = res[3], res[4], res[5], res[6]
+            return True
+
+        # chunks another process has claimed are left to the end, then read once it has saved them
+        for chunk in [c for c in chunks if not resolve(c, wait=False)]:
+            resolve(chunk, wait=True)
     check_finite("MeG fitted neurons", vectors)
     return FitResult(
         vectors, converged, steps, nll_out, eff_out, base_nll, base_eff, time.perf_counter() - start,

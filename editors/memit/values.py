@@ -36,7 +36,7 @@ from editors.memit.keys import mean_per_edit
 from editors.memit.prompts import EditBatch
 from editors.memit.suffix import SuffixRows, edits_by_suffix_width, takes_prefix_cache
 from kebench.editor import check_finite
-from kebench.fit_cache import FitCache
+from kebench.fit_cache import FitCache, Lookup
 from kebench.models.loaded import LoadedModel
 from kebench.optim import RowAdam
 from kebench.progress import progress_bar
@@ -122,24 +122,13 @@ def _resolve_group(
     Returns False, leaving `out` as it was, if another process is fitting it and `wait` is off."""
     rows = batch.rows_of(edits)
     key = _cache_key(cache, layer, cfg, batch.select(edits)) if cache is not None else None
-    found, existed = None, False
-    if cache is not None:
-        existed = cache.path(key).is_file()
-        found = cache.wait_for(key, CACHED_FIELDS) if wait else cache.load(key, CACHED_FIELDS)
+    look = cache.lookup(key, CACHED_FIELDS, wait) if cache is not None else Lookup()
+    if look.deferred:
+        return False
+    found = look.found
     per_edit = {"delta": out.delta, "converged": out.converged, "steps": out.steps,
                 "nll_start": out.nll_start, "nll_end": out.nll_end}
     t_group = time.perf_counter()
-    held = False
-    if found is None and cache is not None:
-        held = cache.claim(key)
-        if not held:
-            if not wait:
-                return False
-            found = cache.wait_for(key, CACHED_FIELDS)  # claimed again by a third process meanwhile
-        elif not existed and cache.path(key).is_file() and (found := cache.load(key, CACHED_FIELDS)) is not None:
-            # saved by another process between our look and our claim
-            cache.release(key)
-            held = False
     if found is None:
         try:
             _fit_group(lm, batch, edits, layer, cfg, out, split)
@@ -149,7 +138,7 @@ def _resolve_group(
                     seconds=time.perf_counter() - t_group,
                 )
         finally:
-            if held:
+            if look.held:
                 cache.release(key)
     else:
         out.cached_groups += 1

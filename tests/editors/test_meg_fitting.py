@@ -65,6 +65,34 @@ def test_cached_chunks_give_the_same_neurons_without_refitting(lm, tmp_path):
     assert again.hits == 2
 
 
+def test_a_chunk_claimed_by_another_process_is_read_once_it_is_saved(lm, tmp_path):
+    spec = NeuronSpec(32)
+    alone = fit_neurons(lm, REQUESTS, spec, layer=1, max_steps=30, batch_size=2,
+                        cache=FitCache("meg_neurons", exact_checksum(lm.model), "cpu", tmp_path / "a"))
+    shared = FitCache("meg_neurons", exact_checksum(lm.model), "cpu", tmp_path / "b")
+    shared.poll_seconds = 0.01
+    looked: list[str] = []
+    load, claim = shared.load, shared.claim
+
+    def first_claim_is_theirs(key):  # the first chunk's claim belongs to a live process that is not this one
+        return False if not looked or key == looked[0] else claim(key)
+
+    def holder_saves(key):  # ... which saves its chunk (the same fit) once this one waits for it
+        if not shared.path(key).is_file():
+            shared.path(key).parent.mkdir(parents=True, exist_ok=True)
+            shared.path(key).write_bytes((tmp_path / "a" / shared.path(key).relative_to(tmp_path / "b")).read_bytes())
+            return True
+        return False
+
+    shared.load = lambda key, fields=(): (looked.append(key), load(key, fields))[1]
+    shared.claim, shared.claimed = first_claim_is_theirs, holder_saves
+    reused = fit_neurons(lm, REQUESTS, spec, layer=1, max_steps=30, batch_size=2, cache=shared)
+    assert (reused.chunks, reused.cached_chunks) == (2, 1)
+    assert looked[0] == looked[-1] and len(set(looked)) == 2  # the claimed chunk was looked at first and read last
+    for name in ("vectors", "converged", "steps", "nll", "efficacy", "baseline_nll", "baseline_efficacy"):
+        assert torch.equal(getattr(reused, name), getattr(alone, name)), name
+
+
 def test_fitting_with_prefixes_and_activation_neuron(lm):
     res = fit_neurons(lm, REQUESTS[:2], NeuronSpec(32, "silu"), layer=0, max_steps=150, context_prefixes=("Fact: ",))
     assert res.vectors.shape == (2, 65)
