@@ -17,6 +17,7 @@ import torch
 from editors.alphaedit.hparams import AlphaEditHParams
 from editors.alphaedit.null_space import null_space_projector
 from editors.alphaedit.update import alphaedit_delta
+from editors.memit.checkpoint import StepCheckpoint
 from editors.memit.editor import LocateThenEditEditor
 from editors.memit.keys import LowerStates, edit_keys
 from editors.memit.prompts import EditBatch
@@ -32,7 +33,7 @@ class AlphaEditHandle(WeightEditHandle):
     def __init__(self, editor: "AlphaEditEditor", model: torch.nn.Module, names: list[str]) -> None:
         super().__init__(model, names)
         self.editor = editor
-        self.added_keys: dict[int, torch.Tensor] = {}  # layer -> [n_cols, d_ff] keys recorded after the edit
+        self.added_keys: dict[int, torch.Tensor] = {}  # layer -> K Kᵀ ([d_ff, d_ff]) of the keys recorded after the edit
         self.n_edits = 0
 
     def restore(self) -> None:
@@ -76,24 +77,35 @@ class AlphaEditEditor(LocateThenEditEditor):
     def new_handle(self, lm: LoadedModel, names: list[str]) -> WeightEditHandle:
         return AlphaEditHandle(self, lm.model, names)
 
+    def update_state(self) -> dict[str, torch.Tensor]:
+        return {f"prior_keys.{l}": k for l, k in sorted(self.prior_keys.items())}
+
     def after_update(
-        self, lm: LoadedModel, batch: EditBatch, handle: WeightEditHandle, lower: LowerStates | None = None
+        self, lm: LoadedModel, batch: EditBatch, handle: WeightEditHandle, lower: LowerStates | None = None,
+        steps: StepCheckpoint | None = None,
     ) -> None:
         """Record the edited keys (read from the edited model, as the authors do) for later batches."""
         assert isinstance(handle, AlphaEditHandle)
         for layer in self.hparams.layers:
-            keys = edit_keys(lm, batch, layer, self.hparams.per_prefix_keys, self.hparams.rows_per_pass, lower)
-            handle.added_keys[layer] = keys
-            self.prior_keys[layer] = self.prior_keys.get(layer, 0) + keys.T @ keys
+            found = steps.load(f"keys.{layer}", ("gram",)) if steps is not None else None
+            if found is None:
+                keys = edit_keys(lm, batch, layer, self.hparams.per_prefix_keys, self.hparams.rows_per_pass, lower)
+                gram = keys.T @ keys
+                if steps is not None:
+                    steps.save(f"keys.{layer}", {"gram": gram})
+            else:
+                gram = found["gram"]
+            handle.added_keys[layer] = gram
+            self.prior_keys[layer] = self.prior_keys.get(layer, 0) + gram
         self.n_prior_edits += batch.n_edits
         handle.n_edits = batch.n_edits
         handle.stats["null_space_dim"] = {l: self.projector(lm, l)[1] for l in self.hparams.layers}
         handle.stats["n_prior_edits"] = self.n_prior_edits
 
     def forget_keys(self, added: dict[int, torch.Tensor], n_edits: int) -> None:
-        """Undo `after_update` for one restored edit of `n_edits` requests."""
-        for layer, keys in added.items():
-            self.prior_keys[layer] = self.prior_keys[layer] - keys.T @ keys
+        """Undo `after_update` for one restored edit of `n_edits` requests (`added`: K Kᵀ per layer)."""
+        for layer, gram in added.items():
+            self.prior_keys[layer] = self.prior_keys[layer] - gram
         self.n_prior_edits -= n_edits
         if self.n_prior_edits <= 0:  # nothing left: drop the rounding residue too
             self.prior_keys.clear()

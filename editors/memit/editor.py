@@ -3,11 +3,12 @@
 Pipeline shared with AlphaEdit (`LocateThenEditEditor`), each step its own module:
 context prefixes (contexts.py) → token rows (prompts.py) → target values δ at the last edit
 layer (values.py) → per layer: keys (keys.py), remaining residual, closed-form update
-(update.py). Subclasses supply only the solve (and any state kept across steps).
+(update.py), each written layer checkpointed (checkpoint.py). Subclasses supply only the solve (and any state kept across steps).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from abc import abstractmethod
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from editors.memit.checkpoint import StepCheckpoint
 from editors.memit.contexts import context_prefixes
 from editors.memit.hparams import LocateEditHParams, MemitHParams
 from editors.memit.keys import LowerStates, lower_states
@@ -50,10 +52,15 @@ class LocateThenEditEditor(Editor):
         return WeightEditHandle(lm.model, names)
 
     def after_update(
-        self, lm: LoadedModel, batch: EditBatch, handle: WeightEditHandle, lower: LowerStates | None = None
+        self, lm: LoadedModel, batch: EditBatch, handle: WeightEditHandle, lower: LowerStates | None = None,
+        steps: StepCheckpoint | None = None,
     ) -> None:
-        """Called once the weights are written (AlphaEdit records the new keys here); `lower` as in
-        spread_updates."""
+        """Called once the weights are written (AlphaEdit records the new keys here); `lower` and
+        `steps` as in spread_updates."""
+
+    def update_state(self) -> dict[str, torch.Tensor]:
+        """Editor state the update depends on beyond weights, batch and values (part of its checkpoint key)."""
+        return {}
 
     # -- shared resources -----------------------------------------------------------------
     def covariance(self, lm: LoadedModel, layers: Sequence[int] | None = None) -> dict[int, torch.Tensor]:
@@ -115,16 +122,21 @@ class LocateThenEditEditor(Editor):
 
         handle = self.new_handle(lm, [lm.adapter.mlp_out_param_name(l) for l in layers])
         try:
-            cache = FitCache("target_values", exact_checksum(lm.model), lm.device.type) if hp.v_cache else None
+            weights = exact_checksum(lm.model) if hp.v_cache or hp.update_checkpoint else ""
+            cache = FitCache("target_values", weights, lm.device.type) if hp.v_cache else None
             values = fit_target_values(lm, batch, layers[-1], hp.value_config(), cache)
             times["values"] = values.seconds
             clock = time.perf_counter()
+            steps = None
+            if hp.update_checkpoint:
+                steps = StepCheckpoint(FitCache("update_steps", weights, lm.device.type), self.name,
+                                       dataclasses.asdict(hp), batch, values, self.update_state())
             # the blocks below the lowest edit layer never change: their states are read once
             lower = lower_states(lm, batch, layers[0] - 1, hp.rows_per_pass) if layers[0] > 0 else None
             spread = spread_updates(
-                lm, batch, values, layers, self.solver(lm), hp.rows_per_pass, hp.per_prefix_keys, lower
+                lm, batch, values, layers, self.solver(lm), hp.rows_per_pass, hp.per_prefix_keys, lower, steps
             )
-            self.after_update(lm, batch, handle, lower)
+            self.after_update(lm, batch, handle, lower, steps)
             del lower
             times["update"] = time.perf_counter() - clock
         except BaseException:
@@ -143,6 +155,7 @@ def edit_stats(
         "n_edits": len(requests),
         **values.stats(),
         "delta_missing_frac": spread["delta_missing_frac"],
+        "update_resumed_steps": spread["resumed_steps"],
         "layer_updates": spread["layers"],
         "time_s": {k: round(v, 3) for k, v in times.items()},
         "seconds_per_edit": round(times["total"] / len(requests), 3),

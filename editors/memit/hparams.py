@@ -27,6 +27,7 @@ class LocateEditHParams(HParams):
     v_stop_nll: float = 0.05  # an edit stops fitting once its per-token target NLL is below this
     v_edits_per_batch: int = 32  # edits fitted together in one forward/backward
     v_cache: bool = True  # reuse fitted groups from $KEBENCH_CACHE/fits (exact-key match; kebench.fit_cache)
+    update_checkpoint: bool = True  # store each layer's ΔW as it is written, so a killed update resumes (editors/memit/checkpoint.py)
     # context prefixes averaged over (model-written, seeded); the bare prompt is always included
     n_context_prefixes: int = 5
     # least squares over every prefixed version of a key (True) or over MEMIT's averaged key (False)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from editors.memit.checkpoint import StepCheckpoint
 from editors.memit.keys import LowerStates, edit_columns, read_rows, weighted_mean_per_edit
 from editors.memit.prompts import EditBatch
 from editors.memit.values import TargetValues
@@ -64,11 +65,13 @@ def spread_updates(
     rows_per_pass: int = 64,
     per_prefix: bool = False,
     lower: LowerStates | None = None,
+    steps: StepCheckpoint | None = None,
 ) -> dict[str, object]:
     """Write the fitted deltas into the output projections of `layers` (ascending, top = values.layer).
 
     per_prefix: solve against every prefixed version of each key (see keys.edit_columns).
     lower: the rows' states below layers[0] (keys.lower_states), replayed in every key read.
+    steps: where each layer's ΔW is stored once written, and read back by a resumed update.
 
     Returns per-layer diagnostics and how much of δ the edited model reaches at L.
     """
@@ -82,6 +85,11 @@ def spread_updates(
     per_layer: list[dict[str, float]] = []
     start = time.perf_counter()
     for i, layer in enumerate(layers):
+        found = steps.load(f"delta.{layer}", ("delta",)) if steps is not None else None
+        if found is not None:
+            apply_delta(lm, layer, found["delta"])
+            per_layer.append(found["meta"])
+            continue
         row_keys, h_now = read_rows(lm, batch, layer, top, rows_per_pass, lower)
         row_resid = (values.delta[edit_rw] - (h_now - orig)).double() / (len(layers) - i)
         resid = edit_columns(batch, row_resid, per_prefix)
@@ -94,6 +102,8 @@ def spread_updates(
                 "update_norm": float(delta.norm()),
             }
         )
+        if steps is not None:
+            steps.save(f"delta.{layer}", {"delta": delta}, per_layer[-1])
     _, h_now = read_rows(lm, batch, top, top, rows_per_pass, lower)
     moved = weighted_mean_per_edit(h_now - orig, edit_rw, weight_rw, batch.n_edits)
     missing = (values.delta - moved).norm(dim=1) / values.delta.norm(dim=1).clamp(min=1e-12)
@@ -102,4 +112,5 @@ def spread_updates(
         "delta_missing_frac": float(missing.mean()),  # 0: the edited model reaches z at L exactly
         "delta_missing": missing.tolist(),  # per edit
         "update_seconds": time.perf_counter() - start,
+        "resumed_steps": list(steps.resumed) if steps is not None else [],
     }

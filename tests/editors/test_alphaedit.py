@@ -165,3 +165,18 @@ def test_per_model_configs_load(model):
     assert isinstance(hp, AlphaEditHParams) and isinstance(hp.layers, tuple)
     if model == "llama3-8b":
         assert hp.layers == (4, 5, 6, 7, 8) and hp.L2 == 10 and hp.nullspace_threshold == 0.02
+
+
+def test_resumed_update_reads_the_recorded_keys_and_sequential_state_keys_the_checkpoint(tiny_lm, cache):
+    lm = _sharpen(tiny_lm)
+    first = AlphaEditEditor(_hparams(v_num_grad_steps=3))
+    handle = first.apply(lm, TOY)
+    edited, prior = exact_checksum(lm.model), {l: k.clone() for l, k in first.prior_keys.items()}
+    handle.restore()
+    again = AlphaEditEditor(_hparams(v_num_grad_steps=3))
+    repeat = again.apply(lm, TOY)
+    assert repeat.stats["update_resumed_steps"] == ["delta.1", "delta.2"]
+    assert exact_checksum(lm.model) == edited
+    assert all(torch.equal(again.prior_keys[l], prior[l]) for l in prior)  # the keys came back too
+    # the same edits on top of them (sequential): other weights and other prior keys, nothing resumed
+    assert again.apply(lm, TOY).stats["update_resumed_steps"] == []

@@ -366,6 +366,34 @@ def test_failed_update_leaves_the_model_untouched(tiny_lm, cache, monkeypatch):
     assert exact_checksum(tiny_lm.model) == original
 
 
+def test_a_killed_update_resumes_at_the_layer_it_was_on_with_the_same_weights(tiny_lm, cache, monkeypatch):
+    lm = _sharpen(tiny_lm)
+    hp = _tiny_hparams(layers=(0, 1, 2), v_num_grad_steps=3)
+    reference = MEMITEditor(dataclasses.replace(hp, update_checkpoint=False)).apply(lm, TOY)
+    edited = exact_checksum(lm.model)
+    assert reference.stats["update_resumed_steps"] == []
+    reference.restore()
+    calls = []
+
+    def dies_on_the_third_layer(keys, resid, cov, weight):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return memit_delta(keys, resid, cov, weight)
+
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr("editors.memit.editor.memit_delta", dies_on_the_third_layer)
+        MEMITEditor(hp).apply(lm, TOY)
+    resumed = MEMITEditor(hp).apply(lm, TOY)
+    assert resumed.stats["update_resumed_steps"] == ["delta.0", "delta.1"]
+    assert exact_checksum(lm.model) == edited  # bit for bit the uninterrupted update
+    assert resumed.stats["layer_updates"] == reference.stats["layer_updates"]
+    assert resumed.stats["delta_missing_frac"] == reference.stats["delta_missing_frac"]
+    resumed.restore()
+    # other hyperparameters or other edits never read those steps
+    assert MEMITEditor(dataclasses.replace(hp, mom2_update_weight=2.0)).apply(lm, TOY).stats["update_resumed_steps"] == []
+
+
 @pytest.mark.parametrize("model", ["gpt2-xl", "gpt-j-6b", "llama3-8b", "default"])
 def test_per_model_configs_load(model):
     hp = MEMITEditor.default_hparams(model)
