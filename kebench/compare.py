@@ -108,17 +108,18 @@ def _peak_memory_mb(memory: dict) -> float | None:
 
 
 def used_fit_cache(data: dict) -> bool:
-    """Whether a results file's editing read fitted values, neurons or a trained generator from the
-    fit cache (its s/edit then leaves that fitting out)."""
+    """Whether a results file's editing read fitted values, neurons, a trained generator or finished
+    update steps from the fit cache (its s/edit then leaves that work out)."""
     return any(
         stats.get("v_cached_groups") or stats.get("fit_cached_chunks") or stats.get("diffusion_from_cache")
+        or stats.get("update_resumed_steps")
         for stats in ((step.get("stats") or {}) for step in data.get("editor_stats") or [])
     )
 
 
 CACHED_MARK = "†"
 CACHED_NOTE = (
-    f"{CACHED_MARK} part of the fitting was read from the fit cache (kebench.fit_cache), so s/edit is less than "
+    f"{CACHED_MARK} part of the fitting (or a resumed update's finished layers) was read from the fit cache (kebench.fit_cache), so s/edit is less than "
     "a fresh fit's; `editor_stats` in the results file records what the cached part took when it was fitted."
 )
 

@@ -101,13 +101,14 @@ def test_compare_marks_runs_whose_fitting_came_from_the_cache(tmp_path):
     _result(tmp_path / "a.json", "memit", 0.95, 0.8, stats={"v_groups": 2, "v_cached_groups": 0})
     _result(tmp_path / "b.json", "alphaedit", 0.9, 0.8, stats={"v_groups": 2, "v_cached_groups": 2})
     _result(tmp_path / "c.json", "meg", 0.9, 0.8, stats={"fit_cached_chunks": 0, "diffusion_from_cache": True})
+    _result(tmp_path / "d.json", "ft", 0.9, 0.8, stats={"v_cached_groups": 0, "update_resumed_steps": ["delta.4"]})
     res = runner.invoke(app, ["compare", str(tmp_path), "--markdown", str(tmp_path / "t.md"), "--no-plots"])
     assert res.exit_code == 0, res.output
     md = (tmp_path / "t.md").read_text()
     assert "| memit | 20 | batch | 95.0 (40.0) | 50.0 (40.0) | 80.0 (40.0) | 50.0 (40.0) | 0.50 |" in md
-    assert "| 0.50† |" in md.split("| alphaedit |")[1].splitlines()[0]
-    assert "| 0.50† |" in md.split("| meg |")[1].splitlines()[0]
-    assert "† part of the fitting was read from the fit cache" in md
+    for editor in ("alphaedit", "meg", "ft"):
+        assert "| 0.50† |" in md.split(f"| {editor} |")[1].splitlines()[0], editor
+    assert "† part of the fitting (or a resumed update's finished layers) was read from the fit cache" in md
 
 
 def test_compare_names_the_gpu_a_run_was_timed_on_and_its_gpu_memory(tmp_path):
