@@ -243,7 +243,9 @@ class Run:
                 stack.push(handle)
                 # checkpoint this step: the edit itself, the editor's cross-step state, its stats
                 editor.save_edits(handle, step_dir)
-                state = editor.state_dict()
+                # the editor's cross-step state serves only the steps after this one (AlphaEdit's
+                # state_dict reads the batch's keys: work a batch-mode run would otherwise pay for)
+                state = editor.state_dict() if k + 1 < len(steps) else {}
                 if state:
                     atomic_torch_save(step_dir / "editor_state.pt", state)
                 atomic_write_json(

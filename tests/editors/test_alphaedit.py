@@ -85,10 +85,10 @@ def test_apply_edits_restores_and_keeps_sequential_keys_on_the_instance(per_pref
     editor = AlphaEditEditor(_hparams(nullspace_threshold=1e9, per_prefix_keys=per_prefix))
     first = editor.apply(lm, TOY[:2])
     assert (_nll(lm, TOY[:2]) < before[:2] - 2.0).all()
-    assert editor.n_prior_edits == 2 and set(editor.prior_keys) == {1, 2}
+    assert editor.n_prior_edits == 2 and editor.prior_keys == {}  # read when a later batch needs them
     assert first.stats["null_space_dim"] == {1: lm.adapter.key_size, 2: lm.adapter.key_size}
     second = editor.apply(lm, TOY[2:])
-    assert editor.n_prior_edits == 3
+    assert editor.n_prior_edits == 3 and set(editor.prior_keys) == {1, 2}
     assert (_nll(lm, TOY[:2]) < before[:2] - 1.0).all()  # the first batch survives the second
     # another instance shares nothing (no module-level cache)
     assert AlphaEditEditor(_hparams()).prior_keys == {}
@@ -110,6 +110,29 @@ def test_batch_mode_restore_does_not_leak_keys_into_the_next_batch(tiny_lm, cach
     editor = AlphaEditEditor(_hparams(v_num_grad_steps=2))
     editor.apply(tiny_lm, TOY[:1]).restore()
     assert editor.prior_keys == {} and editor.n_prior_edits == 0
+
+
+def test_a_batch_s_keys_are_read_only_when_a_later_batch_needs_them(tiny_lm, cache, monkeypatch):
+    import editors.alphaedit.editor as alpha
+
+    reads: list[int] = []
+    real = alpha.edit_keys
+    monkeypatch.setattr(alpha, "edit_keys", lambda lm, batch, layer, *a: (reads.append(layer), real(lm, batch, layer, *a))[1])
+    hp = _hparams(v_num_grad_steps=2, update_checkpoint=False)
+    lazy = AlphaEditEditor(hp)
+    lazy.apply(tiny_lm, TOY[:1]).restore()  # batch mode: never read
+    assert reads == []
+    first = lazy.apply(tiny_lm, TOY[:1])
+    assert reads == [] and lazy.n_prior_edits == 1
+    second = lazy.apply(tiny_lm, TOY[1:2])  # read now, from the weights the first batch left
+    assert reads == [1, 2] and set(lazy.prior_keys) == {1, 2}
+    second.restore()
+    first.restore()
+    # the same keys as reading them right after the edit (a checkpoint forces that)
+    eager = AlphaEditEditor(hp)
+    handle = eager.apply(tiny_lm, TOY[:1])
+    eager.state_dict()
+    assert all(torch.equal(handle.added_keys[l], first.added_keys[l]) for l in (1, 2))
 
 
 def test_batch_alphaedit_reuses_memits_target_values_but_not_after_an_edit(tiny_lm, cache):
@@ -167,16 +190,25 @@ def test_per_model_configs_load(model):
         assert hp.layers == (4, 5, 6, 7, 8) and hp.L2 == 10 and hp.nullspace_threshold == 0.02
 
 
-def test_resumed_update_reads_the_recorded_keys_and_sequential_state_keys_the_checkpoint(tiny_lm, cache):
+def test_resumed_update_reads_the_recorded_keys_and_sequential_state_keys_the_checkpoint(tiny_lm, cache, monkeypatch):
+    import editors.alphaedit.editor as alpha
+
     lm = _sharpen(tiny_lm)
     first = AlphaEditEditor(_hparams(v_num_grad_steps=3))
     handle = first.apply(lm, TOY)
+    first.state_dict()  # a checkpoint reads (and stores) the batch's keys
     edited, prior = exact_checksum(lm.model), {l: k.clone() for l, k in first.prior_keys.items()}
+    assert set(prior) == {1, 2}
     handle.restore()
     again = AlphaEditEditor(_hparams(v_num_grad_steps=3))
     repeat = again.apply(lm, TOY)
     assert repeat.stats["update_resumed_steps"] == ["delta.1", "delta.2"]
     assert exact_checksum(lm.model) == edited
-    assert all(torch.equal(again.prior_keys[l], prior[l]) for l in prior)  # the keys came back too
+    reads: list[int] = []
+    with monkeypatch.context() as patch:
+        patch.setattr(alpha, "edit_keys", lambda *a: reads.append(1))
+        again.state_dict()
+    assert reads == []  # the keys came back from the checkpoint ...
+    assert all(torch.equal(again.prior_keys[l], prior[l]) for l in prior)  # ... the same
     # the same edits on top of them (sequential): other weights and other prior keys, nothing resumed
     assert again.apply(lm, TOY).stats["update_resumed_steps"] == []
