@@ -138,7 +138,9 @@ class FitCache:
 
     def claim(self, key: str) -> bool:
         """Take the exclusive right to fit `key`'s group; False if a live process holds it.
-        A stale claim (its process is gone) is removed and taken over."""
+        A stale claim (its process is gone) is removed and taken over; two processes taking over
+        the same stale claim at once may both fit the group: wasted work, never a wrong entry
+        (the fit depends only on the key, and saves are atomic)."""
         lock = self._lock(key)
         lock.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
