@@ -22,7 +22,7 @@ from editors.alphaedit.null_space import null_space_projector
 from editors.alphaedit.update import alphaedit_delta
 from editors.memit.checkpoint import StepCheckpoint
 from editors.memit.editor import LocateThenEditEditor
-from editors.memit.keys import LowerStates, edit_keys, lower_states
+from editors.memit.keys import edit_keys, lower_states
 from editors.memit.prompts import EditBatch
 from editors.memit.update import Solver
 from kebench.data.case import EditRequest
@@ -100,16 +100,14 @@ class AlphaEditEditor(LocateThenEditEditor):
         return super().apply(lm, requests)
 
     def after_update(
-        self, lm: LoadedModel, batch: EditBatch, handle: WeightEditHandle, lower: LowerStates | None = None,
-        steps: StepCheckpoint | None = None,
+        self, lm: LoadedModel, batch: EditBatch, handle: WeightEditHandle, steps: StepCheckpoint | None = None
     ) -> None:
         """Note the batch for `record_keys`: its keys are read only once a later batch (or a
         checkpoint) needs them. A batch-mode run, whose single batch is restored before anything
         else is edited, never pays for reading them (a pass over all rows per edit layer, as many
         as the update itself makes)."""
         assert isinstance(handle, AlphaEditHandle)
-        self.record_keys()
-        self._pending = _PendingKeys(lm, batch, handle, steps)
+        self._pending = _PendingKeys(lm, batch, handle, steps)  # apply() has recorded the previous batch
         self.n_prior_edits += batch.n_edits
         handle.n_edits = batch.n_edits
         handle.stats["null_space_dim"] = {l: self.projector(lm, l)[1] for l in self.hparams.layers}

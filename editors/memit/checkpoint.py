@@ -40,7 +40,7 @@ class StepCheckpoint:
         return self.cache.key({"update": self.base, "step": step}, {})
 
     def load(self, step: str, fields: tuple[str, ...]) -> dict[str, Any] | None:
-        found = self.cache.load(self._key(step), fields) if self.cache.path(self._key(step)).is_file() else None
+        found = self.cache.load(self._key(step), fields)
         if found is not None:
             self.resumed.append(step)
         return found

@@ -20,7 +20,7 @@ import torch
 from editors.memit.checkpoint import StepCheckpoint
 from editors.memit.contexts import context_prefixes
 from editors.memit.hparams import LocateEditHParams, MemitHParams
-from editors.memit.keys import LowerStates, lower_states
+from editors.memit.keys import lower_states
 from editors.memit.prompts import EditBatch, build_batch
 from editors.memit.update import Solver, memit_delta, spread_updates
 from editors.memit.values import TargetValues, fit_target_values
@@ -52,10 +52,9 @@ class LocateThenEditEditor(Editor):
         return WeightEditHandle(lm.model, names)
 
     def after_update(
-        self, lm: LoadedModel, batch: EditBatch, handle: WeightEditHandle, lower: LowerStates | None = None,
-        steps: StepCheckpoint | None = None,
+        self, lm: LoadedModel, batch: EditBatch, handle: WeightEditHandle, steps: StepCheckpoint | None = None
     ) -> None:
-        """Called once the weights are written (AlphaEdit records the new keys here); `lower` and
+        """Called once the weights are written (AlphaEdit notes the batch for its key reads here);
         `steps` as in spread_updates."""
 
     def update_state(self) -> dict[str, torch.Tensor]:
@@ -136,7 +135,7 @@ class LocateThenEditEditor(Editor):
             spread = spread_updates(
                 lm, batch, values, layers, self.solver(lm), hp.rows_per_pass, hp.per_prefix_keys, lower, steps
             )
-            self.after_update(lm, batch, handle, lower, steps)
+            self.after_update(lm, batch, handle, steps)
             del lower
             times["update"] = time.perf_counter() - clock
         except BaseException:
