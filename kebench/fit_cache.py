@@ -22,7 +22,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,41 @@ class Lookup:
     found: dict[str, Any] | None = None
     held: bool = False
     deferred: bool = False
+
+
+@dataclass
+class Resolved:
+    """What `resolve_fit` returns: the entry's tensors, whether they were read from the cache, and
+    what the fit took (now, or when the cached entry was fitted)."""
+
+    tensors: dict[str, Any]
+    cached: bool
+    seconds: float
+
+
+def resolve_fit(
+    cache: FitCache | None, key: str | None, fields: tuple[str, ...], fit: Callable[[], Mapping[str, torch.Tensor]],
+    wait: bool,
+) -> Resolved | None:
+    """One group's fit: read from `cache`, else `fit()` under the claim, then saved and the claim
+    released (also if `fit` raises). None, having done nothing, when another live process holds
+    the claim and `wait` is off: the caller fits its other groups first and asks again with `wait`.
+    Without a cache (`cache` None) this is just `fit()`."""
+    look = cache.lookup(key, fields, wait) if cache is not None else Lookup()
+    if look.deferred:
+        return None
+    if look.found is not None:
+        return Resolved(look.found, True, FitCache.fit_seconds(look.found))
+    start = time.perf_counter()
+    try:
+        tensors = dict(fit())
+        seconds = time.perf_counter() - start
+        if cache is not None:
+            cache.save(key, tensors, seconds=seconds)
+    finally:
+        if look.held:
+            cache.release(key)
+    return Resolved(tensors, False, seconds)
 
 
 class FitCache:

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from kebench.fit_cache import FOREIGN_CLAIM_SECONDS, FitCache
+from kebench.fit_cache import FOREIGN_CLAIM_SECONDS, FitCache, resolve_fit
 
 
 @pytest.fixture
@@ -99,3 +99,36 @@ def test_lookup_gives_the_entry_or_the_claim_or_defers(cache, other_process):
     threading.Timer(0.1, lambda: (other_process.kill(), other_process.wait())).start()
     taken_over = cache.lookup(theirs, ("x",), wait=True)  # its holder died without saving: ours to fit
     assert taken_over.held and taken_over.found is None
+
+
+def test_resolve_fit_fits_once_then_reads_and_releases_the_claim(cache):
+    key = cache.key({"a": 1}, {})
+    calls = []
+
+    def fit():
+        calls.append(1)
+        return {"x": torch.arange(3.0)}
+
+    first = resolve_fit(cache, key, ("x",), fit, wait=False)
+    assert not first.cached and first.seconds >= 0 and not cache.claimed(key)
+    again = resolve_fit(cache, key, ("x",), fit, wait=False)
+    assert again.cached and torch.equal(again.tensors["x"], torch.arange(3.0)) and len(calls) == 1
+    assert again.seconds == pytest.approx(first.seconds)
+
+
+def test_resolve_fit_defers_a_foreign_claim_and_releases_on_failure(cache, other_process):
+    theirs, mine = cache.key({"a": 2}, {}), cache.key({"a": 3}, {})
+    _hold(cache, theirs, other_process.pid)
+    assert resolve_fit(cache, theirs, ("x",), lambda: pytest.fail("must not fit a claimed group"), wait=False) is None
+
+    def broken():
+        raise RuntimeError("fit failed")
+
+    with pytest.raises(RuntimeError):
+        resolve_fit(cache, mine, ("x",), broken, wait=False)
+    assert not cache.claimed(mine) and cache.load(mine) is None  # nothing saved, the claim is free again
+
+
+def test_resolve_fit_without_a_cache_just_fits():
+    got = resolve_fit(None, None, ("x",), lambda: {"x": torch.ones(1)}, wait=False)
+    assert not got.cached and torch.equal(got.tensors["x"], torch.ones(1))

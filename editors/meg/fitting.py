@@ -22,7 +22,7 @@ from torch import nn
 
 from kebench.data.case import EditRequest
 from kebench.editor import check_finite
-from kebench.fit_cache import FitCache, Lookup
+from kebench.fit_cache import FitCache, resolve_fit
 from kebench.models.loaded import LoadedModel
 from kebench.optim import RowAdam
 from kebench.progress import progress_bar
@@ -205,29 +205,25 @@ def fit_neurons(
         def resolve(chunk: list[int], wait: bool) -> bool:
             """Fill one chunk from the cache or by fitting it; False if another process is fitting it."""
             nonlocal cached_chunks, cached_seconds
-            t_chunk = time.perf_counter()
             rows = build_rows(lm.tokenizer, [requests[i] for i in chunk], context_prefixes)
-            key, look = None, Lookup()
+            key = None
             if cache is not None:
                 settings = {"layer": layer, "spec": dataclasses.asdict(spec), "lr": lr, "max_steps": max_steps,
                             "nll_threshold": nll_threshold, "n_edits": len(chunk)}
                 key = cache.key(settings, {"init": init, **{f.name: getattr(rows, f.name) for f in dataclasses.fields(rows)}})
-                look = cache.lookup(key, _CHUNK_FIELDS, wait)
-                if look.deferred:
-                    return False
-            if look.found is not None:
-                res = tuple(look.found[f] for f in _CHUNK_FIELDS)
+
+            def fit() -> dict[str, torch.Tensor]:
+                res = _fit_chunk(lm, rows, len(chunk), neuron, layer, init, lr, max_steps, nll_threshold, bar)
+                return dict(zip(_CHUNK_FIELDS, res, strict=True))
+
+            got = resolve_fit(cache, key, _CHUNK_FIELDS, fit, wait)
+            if got is None:
+                return False
+            res = tuple(got.tensors[f] for f in _CHUNK_FIELDS)
+            if got.cached:
                 cached_chunks += 1
-                cached_seconds += FitCache.fit_seconds(look.found)
+                cached_seconds += got.seconds
                 bar.advance(max_steps)
-            else:
-                try:
-                    res = _fit_chunk(lm, rows, len(chunk), neuron, layer, init, lr, max_steps, nll_threshold, bar)
-                    if cache is not None:
-                        cache.save(key, dict(zip(_CHUNK_FIELDS, res, strict=True)), seconds=time.perf_counter() - t_chunk)
-                finally:
-                    if look.held:
-                        cache.release(key)
             idx = torch.tensor(chunk)
             vectors[idx], converged[idx], steps[idx] = res[0], res[1], res[2]
             nll_out[idx], eff_out[idx], base_nll[idx], base_eff[idx] = res[3], res[4], res[5], res[6]

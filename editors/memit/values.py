@@ -36,7 +36,7 @@ from editors.memit.keys import mean_per_edit
 from editors.memit.prompts import EditBatch
 from editors.memit.suffix import SuffixRows, edits_by_suffix_width, takes_prefix_cache
 from kebench.editor import check_finite
-from kebench.fit_cache import FitCache, Lookup
+from kebench.fit_cache import FitCache, resolve_fit
 from kebench.models.loaded import LoadedModel
 from kebench.optim import RowAdam
 from kebench.progress import progress_bar
@@ -122,30 +122,22 @@ def _resolve_group(
     Returns False, leaving `out` as it was, if another process is fitting it and `wait` is off."""
     rows = batch.rows_of(edits)
     key = _cache_key(cache, layer, cfg, batch.select(edits)) if cache is not None else None
-    look = cache.lookup(key, CACHED_FIELDS, wait) if cache is not None else Lookup()
-    if look.deferred:
-        return False
-    found = look.found
     per_edit = {"delta": out.delta, "converged": out.converged, "steps": out.steps,
                 "nll_start": out.nll_start, "nll_end": out.nll_end}
-    t_group = time.perf_counter()
-    if found is None:
-        try:
-            _fit_group(lm, batch, edits, layer, cfg, out, split)
-            if cache is not None:
-                cache.save(
-                    key, {**{k: t[edits] for k, t in per_edit.items()}, "row_h": out.row_h[rows]},
-                    seconds=time.perf_counter() - t_group,
-                )
-        finally:
-            if look.held:
-                cache.release(key)
-    else:
+
+    def fit() -> dict[str, torch.Tensor]:
+        _fit_group(lm, batch, edits, layer, cfg, out, split)
+        return {**{k: t[edits] for k, t in per_edit.items()}, "row_h": out.row_h[rows]}
+
+    got = resolve_fit(cache, key, CACHED_FIELDS, fit, wait)
+    if got is None:
+        return False
+    if got.cached:
         out.cached_groups += 1
-        out.cached_seconds += FitCache.fit_seconds(found)
+        out.cached_seconds += got.seconds
         for name, t in per_edit.items():
-            t[edits] = found[name].to(t.dtype)
-        out.row_h[rows] = found["row_h"].float()
+            t[edits] = got.tensors[name].to(t.dtype)
+        out.row_h[rows] = got.tensors["row_h"].float()
     out.groups += 1
     bar.advance(len(edits))
     return True
