@@ -1,4 +1,4 @@
-"""The `kebench` command line: run, compare, report, list, stats."""
+"""The `kebench` command line: run, compare, report, plot, stats, cache, list."""
 
 from __future__ import annotations
 
@@ -219,6 +219,59 @@ def stats(
     for layer, cov in covs.items():
         console.print(f"layer {layer}: covariance {tuple(cov.shape)} {cov.dtype}, trace {float(cov.trace()):.4g}")
     console.print(f"{time.perf_counter() - t0:.1f}s (cached files: `kebench stats --list`)")
+
+
+cache_app = typer.Typer(
+    no_args_is_help=True,
+    help="Inspect kebench's caches (statistics, fitted values and neurons, checkpoints) and move them between machines.",
+)
+app.add_typer(cache_app, name="cache")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+@cache_app.command("list")
+def cache_list() -> None:
+    """Each cache area (under $KEBENCH_CACHE, else ~/.cache/kebench) with its files and size."""
+    from kebench.cache_transfer import list_areas
+    from kebench.models.embedded import cache_root
+
+    table = Table(title=f"kebench cache: {cache_root()}")
+    for col in ("area", "files", "size"):
+        table.add_column(col, justify="left" if col == "area" else "right")
+    for area in list_areas():
+        table.add_row(area.name, str(area.files), _size(area.bytes))
+    console.print(table)
+
+
+@cache_app.command("export")
+def cache_export(
+    out: Annotated[Path, typer.Argument(help="Archive to write (.tar, or .tar.gz to compress).")],
+    area: Annotated[Optional[list[str]], typer.Option(
+        help="An area to include, e.g. fits/target_values or stats (repeatable; default: every area but models).")] = None,
+) -> None:
+    """Pack cache areas into one archive, with a sha256 per file, to carry a long fit to another machine."""
+    from kebench.cache_transfer import export_cache
+
+    done = export_cache(out, area)
+    console.print(f"wrote {out}: {done['files']} files, {_size(done['bytes'])}", soft_wrap=True)
+
+
+@cache_app.command("import")
+def cache_import(
+    archive: Annotated[Path, typer.Argument(help="An archive `kebench cache export` wrote.")],
+) -> None:
+    """Unpack an exported archive into this machine's cache (existing files are kept; checksums verified)."""
+    from kebench.cache_transfer import import_cache
+
+    done = import_cache(archive)
+    console.print(f"imported {archive}: {done['added']} files added, {done['kept']} already present", soft_wrap=True)
 
 
 @app.command("list")

@@ -15,6 +15,11 @@ def atomic_write_text(path: Path, text: str) -> None:
     _atomic_write(path, "w", lambda fh: fh.write(text))
 
 
+def atomic_write_stream(path: Path, write: Callable[[Any], object]) -> None:
+    """`write(fh)` into a binary file that appears at `path` whole or not at all."""
+    _atomic_write(path, "wb", write)
+
+
 def _atomic_write(path: Path, mode: str, write: Callable[[Any], object]) -> None:
     """`write(fh)` into a temp file beside `path`, fsync, make it readable (mkstemp makes 0600;
     results and caches are meant to be shared), then rename over `path`: readers see the old

@@ -1,0 +1,169 @@
+"""Inspect kebench's on-disk caches and move them between machines as one archive.
+
+The expensive parts of a large run live in the cache, not in the results file: covariance
+statistics, MEMIT/AlphaEdit target values, MeG neurons and denoisers, update checkpoints,
+the unedited model's predictions. A 10,000-edit CounterFact fit is hours of CPU; carrying it
+to another machine (fit on a GPU box, evaluate on a laptop; or a CI worker that must not
+refit) is an archive away. Every entry is keyed by what it depends on and verified on load,
+so an imported entry is used only where it is valid; the archive adds a sha256 per file so
+a damaged transfer is caught at import, not later.
+
+Areas are the cache's folders one level down where a folder holds several kinds
+(`fits/target_values`, `pre_edit/counterfact`, `meg/encoder`), else the top folder
+(`stats`, `models`, `data`). Claims (`.lock`) and half-written temp files never travel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from kebench.errors import ConfigError, DataError
+from kebench.io import atomic_write_stream
+from kebench.models.embedded import cache_root
+
+MANIFEST = "kebench-cache.json"
+FORMAT_VERSION = 1
+SPLIT_AREAS = ("fits", "pre_edit", "meg")  # top folders whose subfolders are separate areas
+REBUILDABLE = ("models",)  # left out of an export unless asked for: rebuilt from the shipped files
+
+
+@dataclass(frozen=True)
+class Area:
+    name: str  # e.g. "fits/target_values"
+    files: int
+    bytes: int
+
+
+def _travels(path: Path) -> bool:
+    """Whether a file is cache content: not a claim, not a temp file mid-write."""
+    return path.is_file() and not path.is_symlink() and path.suffix not in (".lock", ".tmp") and not path.name.startswith(".")
+
+
+def _area_dirs(root: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    if not root.is_dir():
+        return found
+    for top in sorted(p for p in root.iterdir() if p.is_dir()):
+        if top.name in SPLIT_AREAS:
+            for sub in sorted(p for p in top.iterdir() if p.is_dir()):
+                found[f"{top.name}/{sub.name}"] = sub
+        else:
+            found[top.name] = top
+    return found
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if _travels(p))
+
+
+def list_areas(root: Path | None = None) -> list[Area]:
+    """Each cache area with its file count and size."""
+    root = cache_root(root)
+    areas = []
+    for name, folder in _area_dirs(root).items():
+        files = _files(folder)
+        areas.append(Area(name, len(files), sum(f.stat().st_size for f in files)))
+    return areas
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def export_cache(out: Path, areas: list[str] | None = None, root: Path | None = None) -> dict[str, int]:
+    """Write the chosen areas (default: all but the rebuildable ones) to the tar archive `out`
+    (gzip-compressed if it ends in .gz), atomically. Returns files and bytes written."""
+    root = cache_root(root)
+    known = _area_dirs(root)
+    if areas:
+        unknown = [a for a in areas if a not in known]
+        if unknown:
+            raise ConfigError(
+                f"no cache area {', '.join(map(repr, unknown))} under {root}; "
+                f"choose from {', '.join(known) or '(the cache is empty)'} (`kebench cache list`)"
+            )
+        chosen = list(dict.fromkeys(areas))
+    else:
+        chosen = [a for a in known if a.split("/")[0] not in REBUILDABLE]
+    entries = {name: _files(known[name]) for name in chosen}
+    manifest = {"format": FORMAT_VERSION, "areas": chosen, "files": {}}
+    for files in entries.values():
+        for f in files:
+            manifest["files"][f.relative_to(root).as_posix()] = {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+    out = Path(out)
+    mode = "w:gz" if out.name.endswith(".gz") else "w"
+
+    def write(fh) -> None:
+        with tarfile.open(fileobj=fh, mode=mode) as tar:
+            blob = json.dumps(manifest, indent=1).encode()
+            info = tarfile.TarInfo(MANIFEST)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+            for rel in manifest["files"]:
+                tar.add(root / rel, arcname=rel, recursive=False)
+
+    atomic_write_stream(out, write)
+    return {"files": len(manifest["files"]), "bytes": sum(v["bytes"] for v in manifest["files"].values())}
+
+
+def import_cache(archive: Path, root: Path | None = None) -> dict[str, int]:
+    """Unpack an `export_cache` archive into the cache. Files already present are kept (an entry's
+    name is its key, so the same name holds the same content); each new file's sha256 is checked
+    against the manifest before it is moved into place. Returns counts of added and kept files."""
+    archive = Path(archive)
+    if not archive.is_file():
+        raise ConfigError(f"no cache archive at {archive}; pass the file `kebench cache export` wrote")
+    root = cache_root(root)
+    try:
+        tar = tarfile.open(archive, mode="r:*")
+    except tarfile.TarError as exc:
+        raise DataError(f"{archive} is not a tar archive ({exc}); pass the file `kebench cache export` wrote") from None
+    added = kept = 0
+    with tar:
+        try:
+            manifest = json.load(tar.extractfile(MANIFEST))
+        except (KeyError, AttributeError, json.JSONDecodeError):
+            raise DataError(f"{archive} has no readable {MANIFEST}: not a kebench cache archive") from None
+        if manifest.get("format") != FORMAT_VERSION:
+            raise DataError(f"{archive}: cache archive format {manifest.get('format')!r}, this kebench reads {FORMAT_VERSION}")
+        seen = set()
+        for member in tar:
+            if member.name == MANIFEST:
+                continue
+            seen.add(member.name)
+            rel = Path(member.name)
+            expected = manifest["files"].get(member.name)
+            if expected is None or not member.isfile() or rel.is_absolute() or ".." in rel.parts:
+                raise DataError(f"{archive}: unexpected member {member.name!r}; the archive is damaged or not kebench's")
+            target = root / rel
+            if target.exists():
+                kept += 1
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as fh, tar.extractfile(member) as src:
+                    for block in iter(lambda: src.read(1 << 20), b""):
+                        fh.write(block)
+                if _sha256(Path(tmp)) != expected["sha256"]:
+                    raise DataError(f"{archive}: {member.name} does not match its checksum; the archive is damaged")
+                os.replace(tmp, target)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+            added += 1
+    missing = len(set(manifest["files"]) - seen)
+    if missing:
+        raise DataError(f"{archive} is truncated: {missing} of its {len(manifest['files'])} files are missing "
+                        f"({added} added, {kept} kept); export it again")
+    return {"added": added, "kept": kept}
