@@ -34,6 +34,19 @@ SPLIT_AREAS = ("fits", "pre_edit", "meg")  # top folders whose subfolders are se
 REBUILDABLE = ("models",)  # left out of an export unless asked for: rebuilt from the shipped files
 
 
+class _HashingReader:
+    """A file's reader that hashes what is read through it (tarfile reads exactly the member's size)."""
+
+    def __init__(self, fh) -> None:
+        self.fh = fh
+        self.sha256 = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        block = self.fh.read(n)
+        self.sha256.update(block)
+        return block
+
+
 @dataclass(frozen=True)
 class Area:
     name: str  # e.g. "fits/target_values"
@@ -83,7 +96,8 @@ def _sha256(path: Path) -> str:
 
 def export_cache(out: Path, areas: list[str] | None = None, root: Path | None = None) -> dict[str, int]:
     """Write the chosen areas (default: all but the rebuildable ones) to the tar archive `out`
-    (gzip-compressed if it ends in .gz), atomically. Returns files and bytes written."""
+    (gzip-compressed if it ends in .gz), atomically, with a manifest of each file's size and sha256.
+    Returns files and bytes written."""
     root = cache_root(root)
     known = _area_dirs(root)
     if areas:
@@ -96,22 +110,29 @@ def export_cache(out: Path, areas: list[str] | None = None, root: Path | None = 
         chosen = list(dict.fromkeys(areas))
     else:
         chosen = [a for a in known if a.split("/")[0] not in REBUILDABLE]
-    entries = {name: _files(known[name]) for name in chosen}
-    manifest = {"format": FORMAT_VERSION, "areas": chosen, "files": {}}
-    for files in entries.values():
-        for f in files:
-            manifest["files"][f.relative_to(root).as_posix()] = {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+    files = [f for name in chosen for f in _files(known[name])]
+    manifest: dict = {"format": FORMAT_VERSION, "areas": chosen, "files": {}}
     out = Path(out)
     mode = "w:gz" if out.name.endswith(".gz") else "w"
 
     def write(fh) -> None:
         with tarfile.open(fileobj=fh, mode=mode) as tar:
+            for f in files:
+                rel = f.relative_to(root).as_posix()
+                try:
+                    src = open(f, "rb")
+                except FileNotFoundError:  # removed since it was listed
+                    continue
+                with src:
+                    # size and checksum of the very bytes archived, even if a running job appends meanwhile
+                    info = tar.gettarinfo(arcname=rel, fileobj=src)
+                    reader = _HashingReader(src)
+                    tar.addfile(info, reader)
+                manifest["files"][rel] = {"bytes": info.size, "sha256": reader.sha256.hexdigest()}
             blob = json.dumps(manifest, indent=1).encode()
-            info = tarfile.TarInfo(MANIFEST)
+            info = tarfile.TarInfo(MANIFEST)  # last, so it describes what was written
             info.size = len(blob)
             tar.addfile(info, io.BytesIO(blob))
-            for rel in manifest["files"]:
-                tar.add(root / rel, arcname=rel, recursive=False)
 
     atomic_write_stream(out, write)
     return {"files": len(manifest["files"]), "bytes": sum(v["bytes"] for v in manifest["files"].values())}

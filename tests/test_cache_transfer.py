@@ -137,3 +137,12 @@ def test_cli_round_trip_and_one_line_error(source, tmp_path):
     assert (tmp_path / "dest" / "stats" / "cov.pt").read_bytes() == (source / "stats" / "cov.pt").read_bytes()
     bad = kebench("cache", "export", str(tmp_path / "d.tar"), "--area", "nope", cache=source)
     assert bad.returncode == 2 and "no cache area 'nope'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_file_removed_after_listing_is_left_out(source, tmp_path, monkeypatch):
+    import kebench.cache_transfer as ct
+
+    listed = ct._files
+    monkeypatch.setattr(ct, "_files", lambda folder: listed(folder) + [folder / "gone.pt"])
+    assert export_cache(tmp_path / "c.tar", ["stats"], root=source) == {"files": 1, "bytes": 500}
+    assert import_cache(tmp_path / "c.tar", root=tmp_path / "dest") == {"added": 1, "kept": 0}
