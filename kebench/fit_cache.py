@@ -11,7 +11,8 @@ A file that is unreadable or whose content does not match its key is ignored and
 Several processes may share one cache and split a long fit between them (two `kebench run`s
 of MEMIT and AlphaEdit on the same cases, say): a process `claim`s a group before fitting it
 (an exclusive lock file beside the entry), other processes fit the unclaimed groups first and
-then `wait_for` the claimed ones. A claim whose process has died is stale and taken over.
+then `wait_for` the claimed ones. A claim whose process has died (its pid gone, or now naming a process that
+started later, or the claim older than the machine's last start) is stale and taken over.
 """
 
 from __future__ import annotations
@@ -188,7 +189,8 @@ class FitCache:
                 lock.unlink(missing_ok=True)
                 continue
             with os.fdopen(fd, "w") as f:
-                json.dump({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}, f)
+                json.dump({"host": socket.gethostname(), "pid": os.getpid(), "start": process_start(os.getpid()),
+                           "time": time.time()}, f)
             return True
         return False
 
@@ -219,7 +221,13 @@ class FitCache:
             return time.time() - _mtime(lock) > FOREIGN_CLAIM_SECONDS
         if owner.get("host") != socket.gethostname():
             return time.time() - mtime > FOREIGN_CLAIM_SECONDS
+        booted = boot_time()
+        if booted is not None and mtime < booted:  # written before this machine last started
+            return True
         pid = int(owner.get("pid", -1))
+        start = owner.get("start")
+        if start is not None and process_start(pid) != start:  # gone, or its pid reused by another process
+            return True
         if pid == os.getpid():
             return False
         try:
@@ -229,6 +237,28 @@ class FitCache:
         except PermissionError:  # alive, another user's
             return False
         return False
+
+
+def process_start(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot, /proc/<pid>/stat field 22), or None where
+    unknown: with the pid it names one process, so a claim is not mistaken for a later process's
+    that was given the same pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def boot_time() -> float | None:
+    """When this machine started (seconds since the epoch, /proc/stat's btime), or None where unknown."""
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def _mtime(path: Path) -> float:

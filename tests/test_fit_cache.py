@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from kebench.fit_cache import FOREIGN_CLAIM_SECONDS, FitCache, resolve_fit
+from kebench.fit_cache import FOREIGN_CLAIM_SECONDS, FitCache, boot_time, process_start, resolve_fit
 
 
 @pytest.fixture
@@ -31,10 +31,10 @@ def other_process():
     proc.wait()
 
 
-def _hold(cache: FitCache, key: str, pid: int, host: str | None = None) -> None:
+def _hold(cache: FitCache, key: str, pid: int, host: str | None = None, **extra) -> None:
     lock = cache.path(key).with_suffix(".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
-    lock.write_text(json.dumps({"host": host or os.uname().nodename, "pid": pid, "time": time.time()}))
+    lock.write_text(json.dumps({"host": host or os.uname().nodename, "pid": pid, "time": time.time(), **extra}))
 
 
 def test_a_claim_is_exclusive_until_released(cache):
@@ -132,3 +132,25 @@ def test_resolve_fit_defers_a_foreign_claim_and_releases_on_failure(cache, other
 def test_resolve_fit_without_a_cache_just_fits():
     got = resolve_fit(None, None, ("x",), lambda: {"x": torch.ones(1)}, wait=False)
     assert not got.cached and torch.equal(got.tensors["x"], torch.ones(1))
+
+
+@pytest.mark.skipif(process_start(os.getpid()) is None, reason="needs /proc to tell processes apart")
+def test_a_claim_whose_pid_now_names_another_process_is_stale(cache, other_process):
+    key = cache.key({"a": 4}, {})
+    _hold(cache, key, other_process.pid, start=process_start(other_process.pid))
+    assert cache.claimed(key)  # its holder, as recorded, is alive
+    _hold(cache, key, other_process.pid, start=process_start(other_process.pid) - 1)
+    assert not cache.claimed(key)  # the same pid, another process: the holder is gone
+    _hold(cache, key, os.getpid(), start=-1)  # a dead process's claim that now carries our own pid
+    assert cache.claim(key)  # taken over instead of waited on forever
+
+
+@pytest.mark.skipif(boot_time() is None, reason="needs /proc/stat's boot time")
+def test_a_claim_from_before_the_machine_started_is_stale(cache, other_process):
+    key = cache.key({"a": 5}, {})
+    _hold(cache, key, other_process.pid)  # an old-format claim (no start time) whose pid is alive again
+    lock = cache.path(key).with_suffix(".lock")
+    assert cache.claimed(key)
+    before_boot = boot_time() - 60
+    os.utime(lock, (before_boot, before_boot))
+    assert not cache.claimed(key)
