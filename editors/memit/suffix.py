@@ -22,6 +22,7 @@ import torch
 from transformers import DynamicCache
 
 from editors.memit.prompts import EditBatch
+from kebench.hooks import head_at
 
 
 @dataclass
@@ -52,28 +53,36 @@ class SuffixRows:
     def prefix_len(self) -> int:
         return self.prefix_cols.shape[1]
 
-    @property
-    def prefix_mask(self) -> torch.Tensor:
-        return (self.prefix_cols >= 0).long()
-
-    def prefix_inputs(self, batch: EditBatch) -> dict[str, torch.Tensor]:
-        """Model inputs for the left-padded prefixes (positions counted from each row's first token)."""
-        positions = self.prefix_cols.clamp(min=0)
-        ids = batch.input_ids.gather(1, positions) * self.prefix_mask
-        return {"input_ids": ids, "attention_mask": self.prefix_mask, "position_ids": positions}
-
-    def keep_prefix(self, model: torch.nn.Module, output: object) -> None:
-        """Store the prefix pass's per-layer keys and values (transformers' Cache layouts) and the
-        name under which `model` takes them back."""
+    def fill_prefix(self, model: torch.nn.Module, batch: EditBatch, device: torch.device, slack: float = 0.15) -> None:
+        """Run every row's prefix through `model` and keep the per-layer keys and values, left-padded
+        to the longest prefix. Padding every row to the longest prefix wastes ~40% of the pass on
+        CounterFact (a group's rows differ in context prefix and subject position), so rows run in
+        passes of like prefix length, each padded only within itself: rows sorted by length join a
+        pass while its padding stays under `slack` of its real positions. The LM head projects one
+        position only."""
         self.cache_arg = cache_argument(model)
-        cache = getattr(output, "cache", None)
-        cache = cache if cache is not None else getattr(output, "past_key_values", None)
-        if hasattr(cache, "layers"):
-            self.kv = [(layer.keys, layer.values) for layer in cache.layers]
-        elif hasattr(cache, "key_cache"):
-            self.kv = list(zip(cache.key_cache, cache.value_cache))
-        else:
-            raise TypeError(f"cannot read keys/values from a {type(cache).__name__}")
+        p, n_rows = self.prefix_len, self.start.shape[0]
+        one = torch.zeros(1, dtype=torch.long, device=device)
+        kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for rows in _passes(self.start, slack):
+            width = int(self.start[rows].max())
+            cols = self.prefix_cols[rows, p - width:]
+            real = cols >= 0
+            inputs = {
+                "input_ids": (batch.input_ids[rows].gather(1, cols.clamp(min=0)) * real).to(device),
+                "attention_mask": real.long().to(device),
+                "position_ids": cols.clamp(min=0).to(device),
+            }
+            with head_at(model, one, one):
+                found = _cache_tensors(model(**inputs, use_cache=True))
+            if not kv:
+                kv = [(k.new_zeros(n_rows, k.shape[1], p, k.shape[3]), v.new_zeros(n_rows, v.shape[1], p, v.shape[3]))
+                      for k, v in found]
+            at = rows.to(found[0][0].device)
+            for (k_all, v_all), (k, v) in zip(kv, found, strict=True):
+                k_all[at, :, p - width:] = k
+                v_all[at, :, p - width:] = v
+        self.kv = kv
 
     def inputs(self, rows: torch.Tensor, width: int, device: torch.device) -> dict[str, object]:
         """Model inputs for `rows`' suffixes trimmed to `width` columns, with their prefix cache."""
@@ -94,6 +103,35 @@ class SuffixRows:
 
     def width(self, batch: EditBatch, rows: torch.Tensor) -> int:
         return int((batch.last[rows] - self.start[rows]).max()) + 1
+
+
+def _passes(start: torch.Tensor, slack: float) -> list[torch.Tensor]:
+    """Rows (those with a prefix) split into passes of like prefix length: sorted by length, a row
+    joins the current pass while the pass's padded positions stay within (1 + slack) × its real ones."""
+    order = torch.sort(start, stable=True).indices
+    order = order[start[order] > 0]
+    passes: list[list[int]] = []
+    real = 0
+    for row in order.tolist():
+        length = int(start[row])
+        if passes and (len(passes[-1]) + 1) * length <= (1 + slack) * (real + length):
+            passes[-1].append(row)
+            real += length
+        else:
+            passes.append([row])
+            real = length
+    return [torch.tensor(rows) for rows in passes]
+
+
+def _cache_tensors(output: object) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per-layer keys and values from a forward's cache (transformers' Cache layouts)."""
+    cache = getattr(output, "cache", None)
+    cache = cache if cache is not None else getattr(output, "past_key_values", None)
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    if hasattr(cache, "key_cache"):
+        return list(zip(cache.key_cache, cache.value_cache))
+    raise TypeError(f"cannot read keys/values from a {type(cache).__name__}")
 
 
 def cache_argument(model: torch.nn.Module) -> str | None:

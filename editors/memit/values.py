@@ -18,9 +18,10 @@ Efficiency, since this phase dominates editing time on a CPU:
 - an edit leaves the batch as soon as its target NLL is below `stop_nll` (early stop);
 - blocks 0..L run once without grad: their output is cached and replayed, so each step runs
   only blocks L+1.. with grad w.r.t. δ alone (the model's parameters are frozen);
-- positions before the lookup never see δ: their keys/values are cached once and each step
-  runs only the suffix from the lookup on (editors/memit/suffix.py), edits of like suffix
-  length fitted together;
+- positions before the lookup never see δ: their keys/values are cached once (rows of like
+  prefix length in passes of their own, not all padded to the longest) and each step runs only
+  the suffix from the lookup on (editors/memit/suffix.py), edits of like suffix length fitted
+  together;
 - the LM head projects only the target and KL positions.
 """
 
@@ -243,10 +244,7 @@ def _reference_pass(
     unedited log-probabilities at the KL rows' last tokens; fills `suffix`'s prefix cache."""
     model, dev = lm.model, lm.device
     if suffix.prefix_len:
-        inputs = {k: v.to(dev) for k, v in suffix.prefix_inputs(batch).items()}
-        one = torch.zeros(1, dtype=torch.long, device=dev)  # the head projects one position only
-        with head_at(model, one, one):
-            suffix.keep_prefix(model, model(**inputs, use_cache=True))
+        suffix.fill_prefix(model, batch, dev)
     seen: dict[str, object] = {}
 
     def keep(_module, _args, output):

@@ -13,7 +13,7 @@ from kebench.data.case import unique_requests
 from editors.memit.keys import edit_keys, lower_states, read_rows
 from editors.memit.prompts import build_batch, prefix_weights, subject_last_index
 from editors.memit.update import apply_delta, memit_delta, spread_updates
-from editors.memit.suffix import SuffixRows, edits_by_suffix_width, takes_prefix_cache
+from editors.memit.suffix import SuffixRows, _cache_tensors, _passes, edits_by_suffix_width, takes_prefix_cache
 from editors.memit.values import TargetValues, ValueFitConfig, _cache_key, fit_target_values
 from kebench.data.case import EditRequest
 from kebench.errors import ConfigError, NumericalError
@@ -216,7 +216,7 @@ def test_fitting_on_suffixes_equals_fitting_whole_rows(arch, tiny_lm, smol_token
     assert takes_prefix_cache(lm.model)
     cut = SuffixRows.cut(batch, split=True)
     assert cut.prefix_len > 0 and cut.input_ids.shape[1] < batch.input_ids.shape[1]
-    assert cut.prefix_mask.sum(1).tolist() == batch.lookup.tolist()  # each row's own prefix, left-padded
+    assert (cut.prefix_cols >= 0).sum(1).tolist() == batch.lookup.tolist()  # each row's own prefix, left-padded
     cfg = ValueFitConfig(v_lr=0.5, v_num_grad_steps=8, clamp_norm_factor=4.0, v_stop_nll=0.0)
     whole = fit_target_values(lm, batch, 1, cfg, split=False)
     split = fit_target_values(lm, batch, 1, cfg, split=True)
@@ -230,6 +230,34 @@ def test_fitting_on_suffixes_equals_fitting_whole_rows(arch, tiny_lm, smol_token
     assert widths == sorted(widths) and widths[0] < widths[-1] and order.tolist() != sorted(order.tolist())
     pairs = fit_target_values(lm, batch, 1, dataclasses.replace(cfg, v_edits_per_batch=2), split=True)
     torch.testing.assert_close(pairs.delta, split.delta, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("slack", [0.0, 0.15, 100.0])
+def test_prefixes_run_by_length_keep_what_one_padded_pass_computes(tiny_lm, slack):
+    """fill_prefix runs rows of like prefix length together (slack 0: unpadded; a large slack: one
+    pass); the cache it assembles holds the keys and values one pass over all rows, left-padded to
+    the longest prefix, computes."""
+    lm = tiny_lm
+    requests = [EditRequest("{} was born in the city of", "Toko Yasuda", "Tokyo", "Osaka", "c4")] + TOY
+    batch = build_batch(lm.tokenizer, requests, ["", "Once upon a time. ", "A. "])
+    cut = SuffixRows.cut(batch, split=True)
+    passes = _passes(cut.start, slack)
+    assert sorted(torch.cat(passes).tolist()) == (cut.start > 0).nonzero().squeeze(1).tolist()  # each row once
+    lengths = len(cut.start[cut.start > 0].unique())
+    assert len(passes) == {0.0: lengths, 100.0: 1}.get(slack, len(passes)) and 1 <= len(passes) <= lengths
+    assert len(cut.start.unique()) > 2  # several prefix lengths
+    cut.fill_prefix(lm.model, batch, lm.device, slack)
+    real = cut.prefix_cols >= 0
+    positions = cut.prefix_cols.clamp(min=0)
+    with torch.no_grad():
+        out = lm.model(input_ids=batch.input_ids.gather(1, positions) * real, attention_mask=real.long(),
+                       position_ids=positions, use_cache=True)
+    padded = _cache_tensors(out)
+    assert len(cut.kv) == len(padded)
+    for (k, v), (k0, v0) in zip(cut.kv, padded):
+        assert k.shape == k0.shape
+        torch.testing.assert_close(k.transpose(1, 2)[real], k0.transpose(1, 2)[real], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(v.transpose(1, 2)[real], v0.transpose(1, 2)[real], rtol=1e-5, atol=1e-5)
 
 
 def test_batched_fitting_equals_one_edit_at_a_time(tiny_lm):
