@@ -26,7 +26,7 @@ from pathlib import Path
 
 from kebench.errors import ConfigError, DataError
 from kebench.io import atomic_write_stream
-from kebench.models.embedded import cache_root
+from kebench.models.embedded import cache_root, sha256_file
 
 MANIFEST = "kebench-cache.json"
 FORMAT_VERSION = 1
@@ -84,14 +84,6 @@ def list_areas(root: Path | None = None) -> list[Area]:
         files = _files(folder)
         areas.append(Area(name, len(files), sum(f.stat().st_size for f in files)))
     return areas
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def export_cache(out: Path, areas: list[str] | None = None, root: Path | None = None) -> dict[str, int]:
@@ -177,7 +169,7 @@ def import_cache(archive: Path, root: Path | None = None) -> dict[str, int]:
                 with os.fdopen(fd, "wb") as fh, tar.extractfile(member) as src:
                     for block in iter(lambda: src.read(1 << 20), b""):
                         fh.write(block)
-                if _sha256(Path(tmp)) != expected["sha256"]:
+                if sha256_file(Path(tmp)) != expected["sha256"]:
                     raise DataError(f"{archive}: {member.name} does not match its checksum; the archive is damaged")
                 os.replace(tmp, target)
             finally:
