@@ -18,15 +18,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
+import shutil
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from kebench.errors import ConfigError, DataError
 from kebench.io import atomic_write_stream
-from kebench.models.embedded import cache_root, sha256_file
+from kebench.models.embedded import cache_root
 
 MANIFEST = "kebench-cache.json"
 FORMAT_VERSION = 1
@@ -133,7 +132,7 @@ def export_cache(out: Path, areas: list[str] | None = None, root: Path | None = 
 def import_cache(archive: Path, root: Path | None = None) -> dict[str, int]:
     """Unpack an `export_cache` archive into the cache. Files already present are kept (an entry's
     name is its key, so the same name holds the same content); each new file's sha256 is checked
-    against the manifest before it is moved into place. Returns counts of added and kept files."""
+    against the manifest as it is copied, before it is moved into place (atomically). Returns counts of added and kept files."""
     archive = Path(archive)
     if not archive.is_file():
         raise ConfigError(f"no cache archive at {archive}; pass the file `kebench cache export` wrote")
@@ -163,17 +162,15 @@ def import_cache(archive: Path, root: Path | None = None) -> dict[str, int]:
             if target.exists():
                 kept += 1
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh, tar.extractfile(member) as src:
-                    for block in iter(lambda: src.read(1 << 20), b""):
-                        fh.write(block)
-                if sha256_file(Path(tmp)) != expected["sha256"]:
+
+            def copy_verified(fh) -> None:
+                # hashed as it is copied; a mismatch raises before the file is moved into place
+                reader = _HashingReader(tar.extractfile(member))
+                shutil.copyfileobj(reader, fh, 1 << 20)
+                if reader.sha256.hexdigest() != expected["sha256"]:
                     raise DataError(f"{archive}: {member.name} does not match its checksum; the archive is damaged")
-                os.replace(tmp, target)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
+
+            atomic_write_stream(target, copy_verified)
             added += 1
     missing = len(set(manifest["files"]) - seen)
     if missing:

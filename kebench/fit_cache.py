@@ -226,8 +226,8 @@ class FitCache:
             return True
         pid = int(owner.get("pid", -1))
         start = owner.get("start")
-        if start is not None and process_start(pid) != start:  # gone, or its pid reused by another process
-            return True
+        if start is not None:  # pid and start time name one process: stale once it is gone (its pid maybe reused)
+            return process_start(pid) != start
         if pid == os.getpid():
             return False
         try:

@@ -67,11 +67,11 @@ class SuffixRows:
         for rows in _passes(self.start, slack):
             width = int(self.start[rows].max())
             cols = self.prefix_cols[rows, p - width:]
-            real = cols >= 0
+            real, positions = cols >= 0, cols.clamp(min=0)  # a row's own positions count from its first token
             inputs = {
-                "input_ids": (batch.input_ids[rows].gather(1, cols.clamp(min=0)) * real).to(device),
+                "input_ids": (batch.input_ids[rows].gather(1, positions) * real).to(device),
                 "attention_mask": real.long().to(device),
-                "position_ids": cols.clamp(min=0).to(device),
+                "position_ids": positions.to(device),
             }
             with head_at(model, one, one):
                 found = _cache_tensors(model(**inputs, use_cache=True))
