@@ -172,7 +172,13 @@ class Editor(ABC):
         return LoadedStateHandle(lm.model, load_file(str(path / "edited_state.safetensors")))
 
 
-EDITORS: Registry[type[Editor]] = Registry("editor", entry_point_group="kebench.editors")
+EDITORS: Registry[type[Editor]] = Registry("editor", entry_point_group="kebench.editors", builtins={
+    "none": "editors.none:NoneEditor",
+    "ft": "editors.ft:FTEditor",
+    "memit": "editors.memit:MEMITEditor",
+    "alphaedit": "editors.alphaedit:AlphaEditEditor",
+    "meg": "editors.meg:MeGEditor",
+})
 
 
 def register_editor(cls: type[Editor]) -> type[Editor]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+import importlib
+from collections.abc import Callable, Iterator, Mapping
 from typing import Generic, TypeVar
 
 from kebench.errors import ConfigError
@@ -11,15 +12,33 @@ from kebench.errors import ConfigError
 T = TypeVar("T")
 
 
-class Registry(Generic[T]):
-    """Maps names to objects; third-party entries arrive through an entry-point group."""
+class _Reference:
+    """A built-in entry as "package.module:attr", imported when first asked for (like an entry point)."""
 
-    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def load(self) -> object:
+        module, _, attr = self.value.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+class Registry(Generic[T]):
+    """Maps names to objects; third-party entries arrive through an entry-point group.
+
+    `builtins` ("name" -> "package.module:attr") are known without package metadata, so a plain
+    checkout run as `python -m kebench` (not pip-installed) still finds its own editors.
+    """
+
+    def __init__(self, kind: str, entry_point_group: str | None = None,
+                 builtins: Mapping[str, str] | None = None) -> None:
         self.kind = kind
         self.entry_point_group = entry_point_group
+        self.builtins: dict[str, str] = dict(builtins or {})
         self._items: dict[str, T] = {}
         self._entry_points_loaded = False
-        self._lazy: dict[str, object] = {}  # entry points, imported only when asked for by name
+        # imported only when asked for by name: built-ins, then entry points
+        self._lazy: dict[str, object] = {name: _Reference(ref) for name, ref in self.builtins.items()}
 
     def register(self, name: str, obj: T | None = None) -> Callable[[T], T] | T:
         """Register `obj` under `name`; usable as a decorator when `obj` is omitted."""
