@@ -12,6 +12,7 @@ replays it (bit-identical to running those blocks again, at a fraction of the co
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +30,11 @@ class LowerStates:
     rows_per_pass: int
     chunks: list[torch.Tensor]
     tuple_out: bool
+
+
+def count_passes(batch: EditBatch, rows_per_pass: int) -> int:
+    """How many forward passes one `read_rows` over `batch` takes."""
+    return -(-len(batch.rewrite_rows) // rows_per_pass)
 
 
 def _passes(batch: EditBatch, rows_per_pass: int) -> list[tuple[torch.Tensor, int]]:
@@ -63,13 +69,14 @@ def read_rows(
     out_layer: int | None = None,
     rows_per_pass: int = 64,
     lower: LowerStates | None = None,
+    on_pass: Callable[[], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """At every rewrite row's lookup: the key at `key_layer` ([n_rows, d_ff], float64) and, if
     `out_layer` is given, the residual after block `out_layer` ([n_rows, d]).
 
     KL rows are ignored. The forward stops after the last module read. With `lower` (from
     `lower_states`, same batch and rows_per_pass, below `key_layer`), blocks up to `lower.layer`
-    are replayed instead of run.
+    are replayed instead of run. `on_pass` is called after each pass of rows (progress).
     """
     adapter = lm.adapter
     if lower is not None and (lower.layer >= key_layer or lower.rows_per_pass != rows_per_pass):
@@ -108,6 +115,8 @@ def read_rows(
                     input_ids=batch.input_ids[part, :width].to(lm.device),
                     attention_mask=batch.attention_mask[part, :width].to(lm.device),
                 )
+            if on_pass is not None:
+                on_pass()
     return torch.cat(found_keys), (torch.cat(found_out) if out_layer is not None else None)
 
 

@@ -19,12 +19,13 @@ from collections.abc import Callable, Sequence
 import torch
 
 from editors.memit.checkpoint import StepCheckpoint
-from editors.memit.keys import LowerStates, edit_columns, read_rows, weighted_mean_per_edit
+from editors.memit.keys import LowerStates, count_passes, edit_columns, read_rows, weighted_mean_per_edit
 from editors.memit.prompts import EditBatch
 from editors.memit.values import TargetValues
 from kebench.editor import check_finite
 from kebench.errors import NumericalError
 from kebench.models.loaded import LoadedModel
+from kebench.progress import progress_bar
 
 #: solve(layer, keys [d_ff, n], residual [d, n]) -> ΔW [d, d_ff], all float64
 Solver = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -84,27 +85,31 @@ def spread_updates(
     orig = values.row_h[rw]
     per_layer: list[dict[str, float]] = []
     start = time.perf_counter()
-    for i, layer in enumerate(layers):
-        found = steps.load(f"delta.{layer}", ("delta",)) if steps is not None else None
-        if found is not None:
-            apply_delta(lm, layer, found["delta"])
-            per_layer.append(found["meta"])
-            continue
-        row_keys, h_now = read_rows(lm, batch, layer, top, rows_per_pass, lower)
-        row_resid = (values.delta[edit_rw] - (h_now - orig)).double() / (len(layers) - i)
-        resid = edit_columns(batch, row_resid, per_prefix)
-        delta = solve(layer, edit_columns(batch, row_keys, per_prefix).T, resid.T)
-        apply_delta(lm, layer, delta)
-        per_layer.append(
-            {
-                "layer": layer,
-                "resid_norm": float(resid.norm(dim=1).mean()),
-                "update_norm": float(delta.norm()),
-            }
-        )
-        if steps is not None:
-            steps.save(f"delta.{layer}", {"delta": delta}, per_layer[-1])
-    _, h_now = read_rows(lm, batch, top, top, rows_per_pass, lower)
+    passes = count_passes(batch, rows_per_pass)
+    # one key read per layer and a last read at the top: long at 10k edits on a CPU, so show progress
+    with progress_bar(f"writing updates into layers {','.join(map(str, layers))}", passes * (len(layers) + 1)) as bar:
+        for i, layer in enumerate(layers):
+            found = steps.load(f"delta.{layer}", ("delta",)) if steps is not None else None
+            if found is not None:
+                apply_delta(lm, layer, found["delta"])
+                per_layer.append(found["meta"])
+                bar.advance(passes)
+                continue
+            row_keys, h_now = read_rows(lm, batch, layer, top, rows_per_pass, lower, on_pass=bar.advance)
+            row_resid = (values.delta[edit_rw] - (h_now - orig)).double() / (len(layers) - i)
+            resid = edit_columns(batch, row_resid, per_prefix)
+            delta = solve(layer, edit_columns(batch, row_keys, per_prefix).T, resid.T)
+            apply_delta(lm, layer, delta)
+            per_layer.append(
+                {
+                    "layer": layer,
+                    "resid_norm": float(resid.norm(dim=1).mean()),
+                    "update_norm": float(delta.norm()),
+                }
+            )
+            if steps is not None:
+                steps.save(f"delta.{layer}", {"delta": delta}, per_layer[-1])
+        _, h_now = read_rows(lm, batch, top, top, rows_per_pass, lower, on_pass=bar.advance)
     moved = weighted_mean_per_edit(h_now - orig, edit_rw, weight_rw, batch.n_edits)
     missing = (values.delta - moved).norm(dim=1) / values.delta.norm(dim=1).clamp(min=1e-12)
     return {

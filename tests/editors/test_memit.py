@@ -331,6 +331,26 @@ def test_spread_reaches_the_target_residual_when_editing_the_top_layer_alone(tin
     assert out["delta_missing_frac"] < 1e-2
 
 
+def test_spread_reports_progress_over_every_key_read(tiny_lm, monkeypatch, capsys):
+    """The update is the longest silent phase at 10k edits on a CPU: it must count its passes."""
+    from kebench import progress
+
+    batch = build_batch(tiny_lm.tokenizer, TOY, ["", "Some context. "], with_targets=False)
+    _, h = read_rows(tiny_lm, batch, 2, 2)
+    row_h = torch.zeros(len(batch.edit), h.shape[1])
+    row_h[batch.rewrite_rows] = h
+    n = batch.n_edits
+    values = TargetValues(2, torch.zeros(n, h.shape[1]), row_h, torch.ones(n, dtype=torch.bool),
+                          torch.zeros(n, dtype=torch.long), torch.zeros(n), torch.zeros(n), 0.0)
+    tiny_cov = torch.eye(tiny_lm.adapter.key_size, dtype=torch.float64)
+    monkeypatch.setattr(progress, "_enabled", True)
+    spread_updates(tiny_lm, batch, values, [1, 2], lambda l, k, r: memit_delta(k, r, tiny_cov, 1e-6), rows_per_pass=2)
+    passes = -(-len(batch.rewrite_rows) // 2)
+    assert passes > 1
+    err = capsys.readouterr().err
+    assert f"writing updates into layers 1,2: {3 * passes}/{3 * passes} (100%)" in err and "done" in err
+
+
 # --------------------------------------------------------------------------- editor
 
 
