@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import difflib
-import importlib
 from collections.abc import Callable, Iterator, Mapping
+from importlib.metadata import EntryPoint
 from typing import Generic, TypeVar
 
 from kebench.errors import ConfigError
 
 T = TypeVar("T")
-
-
-class _Reference:
-    """A built-in entry as "package.module:attr", imported when first asked for (like an entry point)."""
-
-    def __init__(self, value: str) -> None:
-        self.value = value
-
-    def load(self) -> object:
-        module, _, attr = self.value.partition(":")
-        return getattr(importlib.import_module(module), attr)
 
 
 class Registry(Generic[T]):
@@ -37,8 +26,11 @@ class Registry(Generic[T]):
         self.builtins: dict[str, str] = dict(builtins or {})
         self._items: dict[str, T] = {}
         self._entry_points_loaded = False
-        # imported only when asked for by name: built-ins, then entry points
-        self._lazy: dict[str, object] = {name: _Reference(ref) for name, ref in self.builtins.items()}
+        # imported only when asked for by name: built-ins (as entry points not read from package
+        # metadata), then the group's installed entry points
+        self._lazy: dict[str, object] = {
+            name: EntryPoint(name=name, value=ref, group=entry_point_group or "") for name, ref in self.builtins.items()
+        }
 
     def register(self, name: str, obj: T | None = None) -> Callable[[T], T] | T:
         """Register `obj` under `name`; usable as a decorator when `obj` is omitted."""

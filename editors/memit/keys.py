@@ -34,7 +34,7 @@ class LowerStates:
 
 def count_passes(batch: EditBatch, rows_per_pass: int) -> int:
     """How many forward passes one `read_rows` over `batch` takes."""
-    return -(-len(batch.rewrite_rows) // rows_per_pass)
+    return len(_passes(batch, rows_per_pass))
 
 
 def _passes(batch: EditBatch, rows_per_pass: int) -> list[tuple[torch.Tensor, int]]:
