@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from kebench.errors import ConfigError
@@ -24,7 +26,7 @@ class ResultSummary:
     post: dict[str, float]
     seconds_per_edit: float
     total_seconds: float
-    overrides: tuple[str, ...] = ()  # --hparam overrides (ablations are separate rows and gate keys)
+    overrides: tuple[str, ...] = ()  # --hparam overrides and drift from today's defaults (separate rows and gate keys)
     peak_memory_mb: float | None = None
     from_fit_cache: bool = False  # part of the fitting was read from kebench.fit_cache: s/edit is not a fresh fit's
     device: str = "cpu"  # "cpu", or the GPU's name: times (and peak memory, then the GPU's) are that device's
@@ -53,11 +55,54 @@ class ResultSummary:
 # own optimiser state (kebench.optim.RowAdam), so they change rounding, not results. A run with one
 # of them overridden is the same row and gate key as the run without.
 THROUGHPUT_HPARAMS = frozenset({"v_edits_per_batch", "fit_batch_size"})
+# Switches for caching and checkpointing: they decide what is recomputed, never what comes out.
+OPERATIONAL_HPARAMS = frozenset({"v_cache", "update_checkpoint", "fit_cache"})
 
 
 def identifying_overrides(overrides: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
     """The --hparam overrides that make a run a different configuration (see THROUGHPUT_HPARAMS)."""
     return tuple(o for o in overrides or () if o.split("=", 1)[0].strip() not in THROUGHPUT_HPARAMS)
+
+
+def drift_from_defaults(editor: str, model: str, recorded: dict | None, overridden: tuple[str, ...]) -> tuple[str, ...]:
+    """`key=value` for each recorded hyperparameter that today's default for the editor and model does not
+    match, outside the run's own overrides. A default changed since a run was made then shows as a
+    configuration of its own instead of passing for today's; keys a run predates are left out (it
+    recorded no value), and an editor that cannot be loaded here yields nothing."""
+    defaults = _current_defaults(editor, model)
+    if not recorded or defaults is None:
+        return ()
+    named = {o.split("=", 1)[0].strip() for o in overridden}
+    ignored = named | THROUGHPUT_HPARAMS | OPERATIONAL_HPARAMS
+    return tuple(
+        f"{key}={_format_value(recorded[key])}"
+        for key, default in defaults.items()
+        if key in recorded and key not in ignored and recorded[key] != default
+    )
+
+
+@lru_cache(maxsize=None)
+def _current_defaults_cached(editor: str, model: str) -> str | None:
+    from kebench.editor import EDITORS
+
+    try:
+        hparams = EDITORS.get(editor).default_hparams(model)
+    except Exception:  # an editor or config this install lacks: the run keeps its recorded overrides only
+        return None
+    return json.dumps(dataclasses.asdict(hparams))  # as a results file records them (tuples become lists)
+
+
+def _current_defaults(editor: str, model: str) -> dict | None:
+    cached = _current_defaults_cached(editor, model)
+    return None if cached is None else json.loads(cached)
+
+
+def _format_value(value: object) -> str:
+    if isinstance(value, list):
+        return "[" + ",".join(_format_value(v) for v in value) + "]"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def load_result(path: Path) -> ResultSummary:
@@ -88,13 +133,18 @@ def summarize(path: Path, data: dict) -> ResultSummary:
             post=_with_paired(run["dataset"], data["metrics"]["post"], data.get("cases")),
             seconds_per_edit=float(data.get("seconds_per_edit", 0.0)),
             total_seconds=float(data["timings_s"].get("total", 0.0)),
-            overrides=identifying_overrides(run.get("hparam_overrides")),
+            overrides=_identity(data["editor"], run, data.get("hparams")),
             peak_memory_mb=_peak_memory_mb(data.get("memory") or {}),
             from_fit_cache=used_fit_cache(data),
             device=_device(data.get("provenance") or {}),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{path} is not a kebench results file ({type(exc).__name__}: {exc})") from None
+
+
+def _identity(editor: str, run: dict, recorded: dict | None) -> tuple[str, ...]:
+    overrides = identifying_overrides(run.get("hparam_overrides"))
+    return overrides + drift_from_defaults(editor, run.get("model") or "default", recorded, overrides)
 
 
 def _device(provenance: dict) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -10,12 +11,13 @@ import pytest
 from typer.testing import CliRunner
 
 from kebench.cli import app
+from kebench.editor import EDITORS
 
 runner = CliRunner()
 
 
 def _result(path, editor, efficacy, neighbourhood, dataset="counterfact", scale=20, overrides=(), stats=None, memory=None,
-            hardware=None):
+            hardware=None, hparams=None):
     post = {"efficacy_success": efficacy, "paraphrase_success": 0.5, "neighbourhood_success": neighbourhood, "score": 0.5}
     data = {
         "schema_version": 1,
@@ -30,6 +32,8 @@ def _result(path, editor, efficacy, neighbourhood, dataset="counterfact", scale=
     }
     if hardware:
         data["provenance"] = {"hardware": hardware}
+    if hparams is not None:
+        data["hparams"] = hparams
     path.write_text(json.dumps(data))
     return path
 
@@ -143,6 +147,26 @@ def test_throughput_knobs_do_not_make_a_run_an_ablation(tmp_path):
     assert res.exit_code == 0 and "memit [L2=10]" in table and "v_edits_per_batch" not in table
     gate = runner.invoke(app, ["report", "--baseline", str(tmp_path / "ref"), "--candidate", str(tmp_path / "cand")])
     assert gate.exit_code == 1, gate.output  # paired with the reference, and its efficacy drop is caught
+
+
+def test_a_run_made_under_other_defaults_is_its_own_configuration(tmp_path):
+    """A default changed since a run was made: the old run shows (and gates) as `[key=old value]`,
+    not as today's configuration; caching switches and keys the run predates are not differences."""
+    today = dataclasses.asdict(EDITORS.get("alphaedit").default_hparams("default"))
+    old = {**json.loads(json.dumps(today)), "L2": today["L2"] + 5.0, "v_cache": not today["v_cache"]}
+    del old["nullspace_threshold"]  # a key this run predates
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "cand").mkdir()
+    _result(tmp_path / "ref" / "old.json", "alphaedit", 0.9, 0.9, hparams=old)
+    _result(tmp_path / "cand" / "same.json", "alphaedit", 0.9, 0.9, hparams=json.loads(json.dumps(today)))
+    _result(tmp_path / "cand" / "override.json", "alphaedit", 0.5, 0.9, overrides=[f"L2={today['L2'] + 5.0:g}"], hparams=old)
+    res = runner.invoke(app, ["compare", str(tmp_path / "ref"), str(tmp_path / "cand"), "--markdown", str(tmp_path / "t.md"), "--no-plots"])
+    table = (tmp_path / "t.md").read_text()
+    label = f"alphaedit [L2={today['L2'] + 5.0:g}]"
+    assert res.exit_code == 0 and table.count(label) == 2 and "| alphaedit |" in table, table
+    assert "v_cache" not in table and "nullspace_threshold" not in table
+    gate = runner.invoke(app, ["report", "--baseline", str(tmp_path / "ref"), "--candidate", str(tmp_path / "cand")])
+    assert gate.exit_code == 1 and "REGRESSION" in gate.output  # paired with the old-L2 run, not today's
 
 
 def test_report_pairs_ablations_with_their_own_reference(tmp_path):
