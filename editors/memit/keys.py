@@ -20,6 +20,7 @@ import torch
 from kebench.hooks import StopForward, block_hidden, block_list, capture_block_output, hooks, replay_from, run_until_stopped
 from editors.memit.prompts import EditBatch
 from kebench.models.loaded import LoadedModel
+from kebench.progress import progress_bar
 
 
 @dataclass
@@ -50,14 +51,18 @@ def lower_states(lm: LoadedModel, batch: EditBatch, layer: int, rows_per_pass: i
     below every layer that will be edited while the states are in use."""
     blocks, _ = block_list(lm.model, lm.adapter.layer_name(layer))
     chunks, tuple_out = [], False
-    for part, width in _passes(batch, rows_per_pass):
-        h, tuple_out = capture_block_output(
-            lm.model, blocks, layer,
-            input_ids=batch.input_ids[part, :width].to(lm.device),
-            attention_mask=batch.attention_mask[part, :width].to(lm.device),
-            use_cache=False,
-        )
-        chunks.append(h)
+    passes = _passes(batch, rows_per_pass)
+    # a quarter of an hour at 10k CounterFact edits on one CPU thread: show progress
+    with progress_bar(f"block outputs below the edit layers (0..{layer})", len(passes)) as bar:
+        for part, width in passes:
+            h, tuple_out = capture_block_output(
+                lm.model, blocks, layer,
+                input_ids=batch.input_ids[part, :width].to(lm.device),
+                attention_mask=batch.attention_mask[part, :width].to(lm.device),
+                use_cache=False,
+            )
+            chunks.append(h)
+            bar.advance()
     return LowerStates(layer, rows_per_pass, chunks, tuple_out)
 
 

@@ -351,6 +351,18 @@ def test_spread_reports_progress_over_every_key_read(tiny_lm, monkeypatch, capsy
     assert f"writing updates into layers 1,2: {3 * passes}/{3 * passes} (100%)" in err and "done" in err
 
 
+def test_lower_states_report_progress(tiny_lm, monkeypatch, capsys):
+    """Before the update writes anything, the blocks below the edit layers run once over every row."""
+    from kebench import progress
+
+    batch = build_batch(tiny_lm.tokenizer, TOY, ["", "Some context. "], with_targets=False)
+    monkeypatch.setattr(progress, "_enabled", True)
+    lower = lower_states(tiny_lm, batch, 0, rows_per_pass=2)
+    passes = -(-len(batch.rewrite_rows) // 2)
+    assert passes > 1 and len(lower.chunks) == passes
+    assert f"block outputs below the edit layers (0..0): {passes}/{passes} (100%)" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- editor
 
 
