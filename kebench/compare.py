@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from kebench.config import parse_override
 from kebench.errors import ConfigError
 
 
@@ -143,8 +144,21 @@ def summarize(path: Path, data: dict) -> ResultSummary:
 
 
 def _identity(editor: str, run: dict, recorded: dict | None) -> tuple[str, ...]:
+    """What sets a run apart from today's default configuration: its overrides, less any that today's
+    default now equals, and its drift from today's defaults."""
+    model = run.get("model") or "default"
     overrides = identifying_overrides(run.get("hparam_overrides"))
-    return overrides + drift_from_defaults(editor, run.get("model") or "default", recorded, overrides)
+    defaults = _current_defaults(editor, model) or {}
+    differing = tuple(o for o in overrides if not _equals_default(o, defaults))
+    return differing + drift_from_defaults(editor, model, recorded, overrides)
+
+
+def _equals_default(override: str, defaults: dict) -> bool:
+    try:
+        key, value = parse_override(override)
+    except ConfigError:
+        return False
+    return key in defaults and json.loads(json.dumps(value)) == defaults[key]
 
 
 def _device(provenance: dict) -> str:

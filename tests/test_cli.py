@@ -160,10 +160,13 @@ def test_a_run_made_under_other_defaults_is_its_own_configuration(tmp_path):
     _result(tmp_path / "ref" / "old.json", "alphaedit", 0.9, 0.9, hparams=old)
     _result(tmp_path / "cand" / "same.json", "alphaedit", 0.9, 0.9, hparams=json.loads(json.dumps(today)))
     _result(tmp_path / "cand" / "override.json", "alphaedit", 0.5, 0.9, overrides=[f"L2={today['L2'] + 5.0:g}"], hparams=old)
+    # an override that today's default equals is no difference: the same row as a default run
+    _result(tmp_path / "cand" / "as_default.json", "alphaedit", 0.9, 0.9, scale=30, overrides=[f"L2={today['L2']:g}"],
+            hparams=json.loads(json.dumps(today)))
     res = runner.invoke(app, ["compare", str(tmp_path / "ref"), str(tmp_path / "cand"), "--markdown", str(tmp_path / "t.md"), "--no-plots"])
     table = (tmp_path / "t.md").read_text()
     label = f"alphaedit [L2={today['L2'] + 5.0:g}]"
-    assert res.exit_code == 0 and table.count(label) == 2 and "| alphaedit |" in table, table
+    assert res.exit_code == 0 and table.count(label) == 2 and table.count("| alphaedit |") == 2, table
     assert "v_cache" not in table and "nullspace_threshold" not in table
     gate = runner.invoke(app, ["report", "--baseline", str(tmp_path / "ref"), "--candidate", str(tmp_path / "cand")])
     assert gate.exit_code == 1 and "REGRESSION" in gate.output  # paired with the old-L2 run, not today's
