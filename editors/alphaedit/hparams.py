@@ -15,7 +15,7 @@ class AlphaEditHParams(LocateEditHParams):
     solve, which keeps the update small where new keys are few."""
 
     nullspace_threshold: float = 1e-2  # SmolLM2-135M (SWEEP.md); the authors use 2e-2 on their models
-    L2: float = 1.0  # SmolLM2-135M; the authors use 10
+    L2: float = 10.0  # the authors' value; on SmolLM2-135M better than 1 from 1,000 edits on (configs/smollm2-135m.yaml)
 
     def __post_init__(self) -> None:
         super().__post_init__()
