@@ -60,21 +60,22 @@ THROUGHPUT_HPARAMS = frozenset({"v_edits_per_batch", "fit_batch_size"})
 OPERATIONAL_HPARAMS = frozenset({"v_cache", "update_checkpoint", "fit_cache"})
 
 
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].strip()
+
+
 def identifying_overrides(overrides: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
     """The --hparam overrides that make a run a different configuration (see THROUGHPUT_HPARAMS)."""
-    return tuple(o for o in overrides or () if o.split("=", 1)[0].strip() not in THROUGHPUT_HPARAMS)
+    return tuple(o for o in overrides or () if _override_key(o) not in THROUGHPUT_HPARAMS)
 
 
-def drift_from_defaults(editor: str, model: str, recorded: dict | None, overridden: tuple[str, ...]) -> tuple[str, ...]:
-    """`key=value` for each recorded hyperparameter that today's default for the editor and model does not
-    match, outside the run's own overrides. A default changed since a run was made then shows as a
-    configuration of its own instead of passing for today's; keys a run predates are left out (it
-    recorded no value), and an editor that cannot be loaded here yields nothing."""
-    defaults = _current_defaults(editor, model)
-    if not recorded or defaults is None:
+def drift_from_defaults(recorded: dict | None, defaults: dict, overridden: tuple[str, ...]) -> tuple[str, ...]:
+    """`key=value` for each recorded hyperparameter that today's `defaults` do not match, outside the
+    run's own overrides. A default changed since a run was made then shows as a configuration of its
+    own instead of passing for today's; keys a run predates are left out (it recorded no value)."""
+    if not recorded:
         return ()
-    named = {o.split("=", 1)[0].strip() for o in overridden}
-    ignored = named | THROUGHPUT_HPARAMS | OPERATIONAL_HPARAMS
+    ignored = {_override_key(o) for o in overridden} | THROUGHPUT_HPARAMS | OPERATIONAL_HPARAMS
     return tuple(
         f"{key}={_format_value(recorded[key])}"
         for key, default in defaults.items()
@@ -83,19 +84,17 @@ def drift_from_defaults(editor: str, model: str, recorded: dict | None, overridd
 
 
 @lru_cache(maxsize=None)
-def _current_defaults_cached(editor: str, model: str) -> str | None:
+def _current_defaults(editor: str, model: str) -> dict:
+    """Today's default hyperparameters as a results file records them (tuples become lists); empty for
+    an editor or config this install lacks, whose runs keep their recorded overrides only. Shared
+    between calls: read only."""
     from kebench.editor import EDITORS
 
     try:
         hparams = EDITORS.get(editor).default_hparams(model)
-    except Exception:  # an editor or config this install lacks: the run keeps its recorded overrides only
-        return None
-    return json.dumps(dataclasses.asdict(hparams))  # as a results file records them (tuples become lists)
-
-
-def _current_defaults(editor: str, model: str) -> dict | None:
-    cached = _current_defaults_cached(editor, model)
-    return None if cached is None else json.loads(cached)
+    except Exception:
+        return {}
+    return json.loads(json.dumps(dataclasses.asdict(hparams)))
 
 
 def _format_value(value: object) -> str:
@@ -148,9 +147,9 @@ def _identity(editor: str, run: dict, recorded: dict | None) -> tuple[str, ...]:
     default now equals, and its drift from today's defaults."""
     model = run.get("model") or "default"
     overrides = identifying_overrides(run.get("hparam_overrides"))
-    defaults = _current_defaults(editor, model) or {}
+    defaults = _current_defaults(editor, model)
     differing = tuple(o for o in overrides if not _equals_default(o, defaults))
-    return differing + drift_from_defaults(editor, model, recorded, overrides)
+    return differing + drift_from_defaults(recorded, defaults, overrides)
 
 
 def _equals_default(override: str, defaults: dict) -> bool:
