@@ -27,7 +27,7 @@ err_console = Console(stderr=True)
 @app.command()
 def run(
     editor: Annotated[str, typer.Option(help="Editor name (see `kebench list`).")],
-    dataset: Annotated[str, typer.Option(help="Suite, e.g. counterfact, zsre, zsre-all, mquake (`kebench list` shows all).")],
+    dataset: Annotated[str, typer.Option(help="Suite, e.g. counterfact, zsre, zsre-all, mquake (`kebench list` shows all); counterfact has 10,000 cases.")] = "counterfact",
     scale: Annotated[Optional[int], typer.Option(help="Number of cases, sampled by --seed (default: all).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Hub id, HF folder or .gguf file (default: embedded SmolLM2-135M-Instruct).")] = None,
     mode: Annotated[str, typer.Option(help="batch: all cases in one edit; sequential: --batch-size cases per step.")] = "batch",
@@ -292,10 +292,24 @@ def list_() -> None:
     console.print(table)
 
 
+def _usage_error(exc: BaseException) -> tuple[str, int] | None:
+    """(one-line message, exit code) for a command-line usage error, whichever click raised it.
+
+    typer >= 0.22 vendors its own click (`typer._click`), older typer uses the `click` package: both
+    raise exceptions that carry `format_message()` and `exit_code`, and only usage errors are caught here."""
+    if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+        return None
+    message = " ".join(str(exc.format_message()).split())
+    ctx = getattr(exc, "ctx", None)
+    command = getattr(ctx, "command_path", None) or "kebench"
+    return f"{message} (see `{command} --help`)", int(exc.exit_code)
+
+
 def main() -> None:
-    """Console entry point: user errors become one line on stderr, exit status 2."""
+    """Console entry point: the command's exit status reaches the shell; user and usage errors are one line
+    on stderr with exit status 2 (typer's standalone_mode=False *returns* exit codes instead of raising them)."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except KebenchError as exc:
         err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -304,13 +318,13 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("interrupted; rerun with --resume to continue")
         sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in standalone_mode=False
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except Exception as exc:
+        usage = _usage_error(exc)
+        if usage is None:
+            raise
+        err_console.print(f"[red]error:[/red] {escape(usage[0])}", highlight=False, soft_wrap=True)
+        sys.exit(usage[1])
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
-import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -39,8 +39,10 @@ def _result(path, editor, efficacy, neighbourhood, dataset="counterfact", scale=
 
 
 def _kebench(*args):
-    """Run the real console entry point (errors must be one line on stderr, exit 2)."""
-    return subprocess.run([sys.executable, "-c", "from kebench.cli import main; main()", *args], capture_output=True, text=True, timeout=120)
+    """Run the installed console script, as a shell or CI meets it (exit status, stderr)."""
+    exe = shutil.which("kebench")
+    assert exe, "the `kebench` console script is not on PATH: install the package (pip install -e .)"
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize(
@@ -60,6 +62,43 @@ def test_bad_input_is_one_line(args, message, tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["report", "--baseline", "results/ci"], "Missing option '--candidate'"),
+        (["run", "--editor", "none", "--scale", "abc"], "Invalid value for '--scale'"),
+        (["run", "--editor", "none", "--frobnicate"], "No such option: --frobnicate"),
+        (["frobnicate"], "No such command 'frobnicate'"),
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_status_2(args, message):
+    proc = _kebench(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "--help" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_report_exit_status_reaches_the_shell(tmp_path):
+    """The CI gate: `kebench report` run as a command exits 1 on a doctored regression, 0 when it passes."""
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "cand").mkdir()
+    _result(tmp_path / "ref" / "m.json", "memit", 0.95, 0.80)
+    _result(tmp_path / "cand" / "m.json", "memit", 0.95, 0.80)
+    ok = _kebench("report", "--baseline", str(tmp_path / "ref"), "--candidate", str(tmp_path / "cand"))
+    assert ok.returncode == 0 and "**PASS**" in ok.stdout, ok.stdout + ok.stderr
+    _result(tmp_path / "cand" / "m.json", "memit", 0.95, 0.60)
+    bad = _kebench("report", "--baseline", str(tmp_path / "ref"), "--candidate", str(tmp_path / "cand"))
+    assert bad.returncode == 1 and "REGRESSION" in bad.stdout, bad.stdout + bad.stderr
+
+
+def test_run_defaults_to_counterfact(tmp_path):
+    """The design's headline command names no suite: `kebench run --editor E --scale N` runs CounterFact."""
+    out = tmp_path / "r.json"
+    proc = _kebench("run", "--editor", "none", "--scale", "2", "--quiet", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["run"]["dataset"] == "counterfact"
 
 
 def test_scale_above_dataset_size_is_one_line(tmp_path):
