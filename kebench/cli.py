@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -120,22 +121,63 @@ def compare(
 
     summaries = [load_result(p) for p in expand_paths(results)]
     tables = comparison_tables(summaries)
-    for dataset, header, rows in tables:
-        table = Table(title=f"{dataset}: edited (unedited), %")
-        for c in header:
-            table.add_column(c, justify="left" if c in ("editor", "mode") else "right")
-        for row in rows:
-            table.add_row(*row)
-        if has_cached_fits(rows):
-            table.caption = CACHED_NOTE
-        console.print(table)
+    if console.is_terminal:
+        for dataset, header, rows in tables:
+            # every cell escaped: rich would read a label's `[familiarity=similarity]` as markup and drop it
+            table = Table(title=f"{dataset}: edited (unedited), rates in %")
+            for c in header:
+                table.add_column(escape(c), justify="left" if c in ("editor", "mode") else "right")
+            for row in rows:
+                table.add_row(*(escape(cell) for cell in row))
+            if has_cached_fits(rows):
+                table.caption = escape(CACHED_NOTE)
+            console.print(table)
+    else:  # piped (a CI log, a file): markdown tables, whole rows, never cut to the console's width
+        print("Cells: edited (unedited), rates in %.\n")
+        print(markdown_tables(tables), end="", flush=True)
     for target, render in ((markdown, "markdown"), (html, "html")):
         if target is None:
             continue
         images = plot_scaling(summaries, target.parent / f"{target.stem}_plots") if plots else []
         text = markdown_tables(tables, images, target.parent) if render == "markdown" else html_report(tables, images)
         atomic_write_text(target, text)
-        console.print(f"{render}: {target}")
+        console.print(f"{render}: {escape(str(target))}", soft_wrap=True)
+
+
+class ReportFormat(str, Enum):
+    markdown = "markdown"
+    github = "github"
+
+
+def _github_summary(pairs: list, regressions: list, missing: list, tolerance: float) -> str:
+    """The gate's verdict for a GitHub job summary: a heading, PASS/FAIL, and only what failed."""
+    from kebench.compare import metric_cell
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    failed = bool(regressions or missing)
+    lines = [
+        "## kebench regression gate",
+        "",
+        f"{':x: **FAIL**' if failed else ':white_check_mark: **PASS**'}: {len(pairs)} run(s) compared with the reference, "
+        f"{len(regressions)} regression(s) beyond the tolerance ({tolerance:g}), "
+        f"{len(missing)} reference run(s) without a candidate.",
+        "",
+    ]
+    if regressions:
+        lines += ["| run | metric | reference | candidate | drop |", "|---|---|---:|---:|---:|"]
+        for r in regressions:
+            lost = r.candidate != r.candidate  # NaN: the candidate did not report the metric
+            lines.append(
+                f"| {cell(r.label)} | {r.metric} | {metric_cell(r.metric, r.baseline)} | "
+                f"{'missing' if lost else metric_cell(r.metric, r.candidate)} | {'–' if lost else metric_cell(r.metric, abs(r.delta))} |"
+            )
+        lines += ["", "Rates in % (drops in points), other metrics in their own unit."]
+    if missing:
+        lines += ["", "Reference runs without a candidate:", ""]
+        lines += [f"- `{m.label}` ({m.path.name})" for m in missing]
+    return "\n".join(lines) + "\n"
 
 
 @app.command()
@@ -143,19 +185,35 @@ def report(
     baseline: Annotated[list[Path], typer.Option(help="Reference results (files or folders).")],
     candidate: Annotated[list[Path], typer.Option(help="Candidate results (files or folders).")],
     tolerance: Annotated[float, typer.Option(help="Allowed absolute drop of a metric (fraction, 0.02 = 2 points).")] = 0.02,
-    out: Annotated[Optional[Path], typer.Option(help="Write the markdown report here (default: stdout).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Also write the report here.")] = None,
+    format_: Annotated[ReportFormat, typer.Option("--format", help=(
+        "markdown: the full report on stdout; github: the verdict and the regressions for a GitHub job summary, "
+        "appended to $GITHUB_STEP_SUMMARY when it is set (else stdout)."))] = ReportFormat.markdown,
 ) -> None:
-    """Regression gate: markdown report; exit status 1 if any metric drops beyond --tolerance."""
+    """Regression gate: a markdown report (--format github: a GitHub job summary); exit status 1 if any metric
+    gets worse beyond --tolerance or a reference run has no candidate."""
+    import os
+
     from kebench.compare import expand_paths, find_regressions, load_result, markdown_report
     from kebench.io import atomic_write_text
 
     base = [load_result(p) for p in expand_paths(baseline)]
     cand = [load_result(p) for p in expand_paths(candidate)]
     pairs, regressions, missing = find_regressions(base, cand, tolerance)
-    text = markdown_report(pairs, regressions, missing, tolerance)
+    if format_ is ReportFormat.github:
+        text = _github_summary(pairs, regressions, missing, tolerance)
+    else:
+        text = markdown_report(pairs, regressions, missing, tolerance)
     if out:
         atomic_write_text(out, text)
-    print(text)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY") if format_ is ReportFormat.github else None
+    if summary:
+        with open(summary, "a", encoding="utf-8") as f:
+            f.write(text + "\n")
+        print(f"{'FAIL' if regressions or missing else 'PASS'}: {len(regressions)} regression(s), "
+              f"{len(missing)} reference run(s) without a candidate; report appended to $GITHUB_STEP_SUMMARY")
+    else:
+        print(text)
     if regressions or missing:
         raise typer.Exit(1)
 
@@ -170,7 +228,7 @@ def plot(
     from kebench.plot import plot_scaling
 
     for path in plot_scaling([load_result(p) for p in expand_paths(results)], out):
-        console.print(f"wrote {path}")
+        console.print(f"wrote {escape(str(path))}", soft_wrap=True)
 
 
 def _parse_layers(text: str) -> list[int]:

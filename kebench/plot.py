@@ -1,58 +1,180 @@
-"""Scaling curves from results files: each headline metric vs edit count, and time vs edit count."""
+"""Scaling curves from results files: each headline metric vs edit count, and time and memory vs edit count.
+
+Per suite, one figure of each editor's default configuration (a colour per editor, a line style per
+mode and device) and, when there are any, one of the ablations: runs with hparam overrides or whose
+recorded settings differ from today's defaults (`meg [familiarity=similarity]`), drawn beside their
+editor's default runs (grey, for reference)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 from kebench.compare import ResultSummary
+from kebench.metrics.spec import metric_spec
+
+# a line style and a marker per mode/device (a run at one scale is a marker only)
+LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2)))
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+REFERENCE_COLOR = "0.45"
+COST_PANELS = ("seconds_per_edit", "peak_memory_gb")
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line of a scaling figure: the runs of one configuration, mode and device, by edit count."""
+
+    label: str
+    editor: str
+    variant: str  # the editor with its overrides, e.g. "meg [familiarity=similarity]" (no device)
+    mode: str  # the mode, with the GPU when there was one, e.g. "batch", "sequential-b100 @ NVIDIA H200"
+    figure: str  # "default" or "ablations"
+    color: object
+    linestyle: object
+    marker: str
+    points: tuple[ResultSummary, ...]
+    reference: bool = False  # an editor's default runs, drawn in the ablations figure to compare with
+
+
+def _mode(r: ResultSummary) -> str:
+    return r.mode + (f" @ {r.device}" if r.device != "cpu" else "")
+
+
+def _config(r: ResultSummary) -> str:
+    return r.editor + (f" [{', '.join(r.overrides)}]" if r.overrides else "")
+
+
+def _palette(name: str, n: int) -> list:
+    import matplotlib
+
+    colors = [c for c in matplotlib.colormaps[name].colors if len(set(c)) > 1]  # no greys: grey marks references
+    if name == "tab20":  # the ten strong hues first, then their light partners: neighbours stay apart
+        colors = colors[0::2] + colors[1::2]
+    return colors if n <= len(colors) else colors * (n // len(colors) + 1)
+
+
+def style_maps(summaries: list[ResultSummary]) -> tuple[dict[str, object], dict[str, tuple[object, str]]]:
+    """(colour per editor, (line style, marker) per mode/device), fixed over all suites so that an editor
+    or a mode looks the same in every figure. CPU batch runs are solid lines with round markers."""
+    editors = sorted({s.editor for s in summaries})
+    colors = dict(zip(editors, _palette("tab10" if len(editors) <= 9 else "tab20", len(editors))))
+    modes = sorted({_mode(s) for s in summaries}, key=lambda m: (" @ " in m, m != "batch", m))
+    styles = {m: (LINESTYLES[i % len(LINESTYLES)], MARKERS[i % len(MARKERS)]) for i, m in enumerate(modes)}
+    return colors, styles
+
+
+def scaling_series(
+    runs: list[ResultSummary],
+    colors: dict[str, object] | None = None,
+    styles: dict[str, tuple[object, str]] | None = None,
+) -> list[Series]:
+    """The lines of one suite's figures. Default runs: figure "default", the editor's colour. Runs with
+    overrides: figure "ablations", a colour per configuration (18 before they repeat), plus their editors'
+    default runs again as grey reference lines. Line style and marker: the mode/device, in both figures."""
+    if colors is None or styles is None:
+        colors, styles = style_maps(runs)
+    groups: dict[tuple[str, str], list[ResultSummary]] = defaultdict(list)
+    for r in runs:
+        groups[(_config(r), _mode(r))].append(r)
+    by_config = {key: tuple(sorted(pts, key=lambda r: r.scale)) for key, pts in groups.items()}
+    ablations = sorted({config for (config, _), pts in by_config.items() if pts[0].overrides})
+    ablation_colors = dict(zip(ablations, _palette("tab20", len(ablations))))
+    ablated_editors = {pts[0].editor for (config, _), pts in by_config.items() if config in ablation_colors}
+    series: list[Series] = []
+    for (config, mode), pts in sorted(by_config.items()):
+        editor = pts[0].editor
+        linestyle, marker = styles[mode]
+        if config in ablation_colors:
+            series.append(Series(f"{config} ({mode})", editor, config, mode, "ablations", ablation_colors[config],
+                                 linestyle, marker, pts))
+            continue
+        series.append(Series(f"{config} ({mode})", editor, config, mode, "default", colors[editor], linestyle, marker, pts))
+        if editor in ablated_editors:
+            series.append(Series(f"{config}: default ({mode})", editor, config, mode, "ablations", REFERENCE_COLOR,
+                                 linestyle, marker, pts, reference=True))
+    return series
+
+
+def _values(pts: tuple[ResultSummary, ...], panel: str) -> list[float]:
+    if panel == "seconds_per_edit":
+        return [r.seconds_per_edit for r in pts]
+    if panel == "peak_memory_gb":
+        return [r.peak_memory_mb / 1024 if r.peak_memory_mb else float("nan") for r in pts]
+    spec = metric_spec(panel)
+    return [spec.shown(r.post[panel]) if panel in r.post else float("nan") for r in pts]
+
+
+def _metric_title(metric: str) -> str:
+    """E.g. "efficacy_success (%)", "ngram_entropy (bits)", with "lower is better" where it is."""
+    spec = metric_spec(metric)
+    return f"{metric} ({spec.unit}{'' if spec.higher_is_better else ', lower is better'})"
+
+
+def _draw(dataset: str, title: str, panels: list[str], series: list[Series], path: Path) -> Path:
+    """A grid of panels (three across) sharing one legend, in the grid's empty corner when it has one."""
+    import matplotlib.pyplot as plt
+
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig = plt.figure(figsize=(4.6 * ncols, 3.4 * nrows))
+    grid = fig.add_gridspec(nrows, ncols)
+    for i, panel in enumerate(panels):
+        ax = fig.add_subplot(grid[i // ncols, i % ncols])
+        for s in series:
+            ax.plot(
+                [r.scale for r in s.points], _values(s.points, panel), label=s.label,
+                color=s.color, linestyle=s.linestyle, marker=s.marker, markersize=6 if s.reference else 5,
+                linewidth=3 if s.reference else 1.6, alpha=0.6 if s.reference else 0.95, zorder=1 if s.reference else 2,
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("edits", fontsize=9)
+        name = {"seconds_per_edit": "seconds per edit", "peak_memory_gb": "peak memory (GB)"}.get(panel) or _metric_title(panel)
+        ax.set_title(name, fontsize=11)
+        ax.tick_params(labelsize=9)
+        ax.grid(alpha=0.3)
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    free = nrows * ncols - len(panels)
+    if free:
+        slot = fig.add_subplot(grid[nrows - 1, ncols - free:])
+        slot.axis("off")
+        slot.legend(handles, labels, loc="center left" if free > 1 else "upper left", fontsize=8.5, frameon=False,
+                    ncol=1 if len(labels) <= 16 else 2)
+    else:
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), fontsize=8.5, frameon=False,
+                   ncol=min(3, max(1, len(labels))))
+    fig.suptitle(f"{dataset}: {title}", fontsize=13)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def plot_scaling(summaries: list[ResultSummary], out_dir: Path) -> list[Path]:
-    """One PNG per suite: a panel per headline metric, seconds per edit and peak memory; a line per editor variant and mode."""
+    """Per suite, `scaling_<suite>.png` (each editor's default configuration) and, when the suite has
+    ablations, `scaling_<suite>_ablations.png`: a panel per headline metric, seconds per edit and peak
+    memory, against the number of edits."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
 
     from kebench.suites import get_suite
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    colors, styles = style_maps(summaries)
     by_suite: dict[str, list[ResultSummary]] = defaultdict(list)
     for s in summaries:
         by_suite[s.dataset].append(s)
     written: list[Path] = []
     for dataset, runs in sorted(by_suite.items()):
         metrics = [m for m in get_suite(dataset).headline if any(m in r.post for r in runs)]
-        panels = [*metrics, "seconds_per_edit", "peak_memory_gb"]
-        fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), squeeze=False)
-        lines: dict[tuple[str, str], list[ResultSummary]] = defaultdict(list)
-        for r in runs:
-            lines[(r.variant, r.mode)].append(r)
-        for ax, metric in zip(axes[0], panels):
-            for (editor, mode), pts in sorted(lines.items()):
-                pts = sorted(pts, key=lambda r: r.scale)
-                xs = [r.scale for r in pts]
-                if metric == "seconds_per_edit":
-                    ys = [r.seconds_per_edit for r in pts]
-                elif metric == "peak_memory_gb":
-                    ys = [r.peak_memory_mb / 1024 if r.peak_memory_mb else float("nan") for r in pts]
-                else:
-                    ys = [100 * r.post[metric] if metric in r.post else float("nan") for r in pts]
-                ax.plot(xs, ys, marker="o", label=f"{editor} ({mode})")
-            ax.set_xscale("log")
-            ax.set_xlabel("edits")
-            ax.set_title(metric if metric in ("seconds_per_edit", "peak_memory_gb") else f"{metric} (%)", fontsize=9)
-            ax.grid(alpha=0.3)
-        handles, labels = axes[0][0].get_legend_handles_labels()
-        ncol = min(4, max(1, len(labels)))
-        legend_rows = -(-len(labels) // ncol)
-        fig.set_size_inches(3.2 * len(panels), 3.2 + 0.22 * legend_rows)
-        fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=7, frameon=False)
-        fig.suptitle(f"{dataset}: scaling with the number of edits", fontsize=10)
-        fig.tight_layout(rect=(0, 0.22 * legend_rows / (3.2 + 0.22 * legend_rows) + 0.02, 1, 1))
-        path = out_dir / f"scaling_{dataset}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        panels = [*metrics, *COST_PANELS]
+        series = scaling_series(runs, colors, styles)
+        for figure, title, name in (
+            ("default", "scaling with the number of edits (default settings)", f"scaling_{dataset}.png"),
+            ("ablations", "ablations and other settings (grey: the editor's defaults)", f"scaling_{dataset}_ablations.png"),
+        ):
+            chosen = [s for s in series if s.figure == figure]
+            if chosen:
+                written.append(_draw(dataset, title, panels, chosen, out_dir / name))
     return written

@@ -263,3 +263,69 @@ def test_plot_writes_one_png_per_suite(tmp_path):
     assert res.exit_code == 0, res.output
     png = tmp_path / "plots" / "scaling_counterfact.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_piped_keeps_whole_labels_and_rows(tmp_path):
+    """Piped into a CI log, `kebench compare` shows every label whole (rich would read a lower-case
+    `[familiarity=similarity]` as markup) and cuts no column to the console's width."""
+    _result(tmp_path / "a.json", "meg", 0.99, 0.9, overrides=["familiarity=similarity"])
+    _result(tmp_path / "b.json", "alphaedit", 0.9, 0.8, overrides=["L2=1"])
+    proc = _kebench("compare", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "meg [familiarity=similarity]" in proc.stdout and "alphaedit [L2=1]" in proc.stdout, proc.stdout
+    assert "…" not in proc.stdout and "efficacy" in proc.stdout and "neighbourhood" in proc.stdout, proc.stdout
+
+
+def test_compare_in_a_terminal_escapes_every_cell(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import kebench.cli
+
+    screen = io.StringIO()
+    monkeypatch.setattr(kebench.cli, "console", Console(file=screen, force_terminal=True, width=220, color_system=None))
+    _result(tmp_path / "a.json", "meg", 0.99, 0.9, overrides=["familiarity=similarity"])
+    res = runner.invoke(app, ["compare", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "meg [familiarity=similarity]" in screen.getvalue(), screen.getvalue()
+
+
+def _kebench_env(args, **env):
+    """The console script with extra environment (GITHUB_STEP_SUMMARY unset unless given)."""
+    import os
+
+    environ = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
+    exe = shutil.which("kebench")
+    assert exe, "the `kebench` console script is not on PATH: install the package (pip install -e .)"
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=300, env={**environ, **env})
+
+
+def test_report_github_format_goes_to_the_job_summary(tmp_path):
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "cand").mkdir()
+    _result(tmp_path / "ref" / "m.json", "memit", 0.95, 0.80)
+    _result(tmp_path / "cand" / "m.json", "memit", 0.95, 0.80)
+    gate = ["report", "--baseline", str(tmp_path / "ref"), "--candidate", str(tmp_path / "cand"), "--format", "github"]
+    ok = _kebench_env(gate)  # no job summary: the report goes to stdout
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "## kebench regression gate" in ok.stdout and "**PASS**" in ok.stdout and "| run |" not in ok.stdout
+
+    _result(tmp_path / "cand" / "m.json", "memit", 0.95, 0.60)  # a doctored regression
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n")
+    bad = _kebench_env(gate, GITHUB_STEP_SUMMARY=str(summary))
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "FAIL" in bad.stdout and "GITHUB_STEP_SUMMARY" in bad.stdout
+    text = summary.read_text()
+    assert text.startswith("earlier step\n## kebench regression gate"), text  # appended, not replaced
+    assert "**FAIL**" in text and "| run | metric | reference | candidate | drop |" in text
+    assert "| memit/counterfact/n20/batch | neighbourhood_success | 80.0 | 60.0 | 20.0 |" in text, text
+    assert "efficacy_success" not in text  # only what failed
+
+
+def test_report_github_format_lists_reference_runs_without_a_candidate(tmp_path):
+    ref = _result(tmp_path / "r.json", "memit", 0.9, 0.8)
+    cand = _result(tmp_path / "c.json", "memit", 0.9, 0.8, dataset="counterfact-rome")
+    res = _kebench_env(["report", "--baseline", str(ref), "--candidate", str(cand), "--format", "github"])
+    assert res.returncode == 1 and "**FAIL**" in res.stdout and "`memit/counterfact/n20/batch` (r.json)" in res.stdout, res.stdout
