@@ -6,7 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 from kebench.data import suites as data
-from kebench.metrics.aggregate import aggregate, counterfact_score, zsre_score
+from kebench.errors import DataError
+from kebench.metrics.aggregate import aggregate, counterfact_score, harmonic_mean, zsre_score
 from kebench.metrics.counterfact import counterfact_evaluate, neighbourhood_kept
 from kebench.metrics.mquake import mquake_evaluate
 from kebench.metrics.zsre import zsre_evaluate, zsre_reference
@@ -20,10 +21,26 @@ def _counterfact_aggregate(records: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def _zsre_aggregate(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Means, the Scores, and `chat_template` (1.0 where generation used the chat template).
+
+    `score` pairs the teacher-forced three with the generation three that ask whether the answer
+    is stated: reliability/generality `_contains` and locality `_em` (README, Metrics).
+    """
     summary = aggregate(records)
+    formats = {r.get("prompt_format") for r in records}
+    if len(formats) > 1:
+        raise DataError(f"ZsRE records mix prompt formats {sorted(map(str, formats))}: evaluate every case the same way")
+    (fmt,) = formats
+    if fmt is not None:
+        summary["chat_template"] = float(fmt == "chat-template")
     summary["score_tf"] = zsre_score(summary, "tf")
     summary["score_em"] = zsre_score(summary, "em")
-    summary["score"] = zsre_score(summary, "both")
+    if "reliability_contains" in summary:  # records from before the span metric have no contains Score
+        contains = [summary[k] for k in ZSRE_CONTAINS]
+        summary["score_contains"] = harmonic_mean(contains)
+        summary["score"] = harmonic_mean([summary[k] for k in ZSRE_TF] + contains)
+    else:
+        summary["score"] = zsre_score(summary, "both")
     return summary
 
 
@@ -41,7 +58,10 @@ def _zsre_eval(lm, cases, references, condition, *, batch_size: int = 32):
 
 
 CF_HEADLINE = ("efficacy_success", "paraphrase_success", "neighbourhood_success", "score", "neighbourhood_kept")
-ZSRE_HEADLINE = ("reliability_tf", "generality_tf", "locality_tf", "reliability_em", "generality_em", "locality_em", "score")
+ZSRE_TF = ("reliability_tf", "generality_tf", "locality_tf")
+# generation: is the answer stated (span in the answer line), and does an unrelated answer stay the same
+ZSRE_CONTAINS = ("reliability_contains", "generality_contains", "locality_em")
+ZSRE_HEADLINE = (*ZSRE_TF, *ZSRE_CONTAINS[:2], "reliability_em", "generality_em", "locality_em", "score")
 MQUAKE_HEADLINE = ("edit_accuracy", "multihop_accuracy")
 
 for _spec in (data.COUNTERFACT, data.COUNTERFACT_ROME, data.COUNTERFACT_FULL):

@@ -166,14 +166,15 @@ def _github_summary(pairs: list, regressions: list, missing: list, tolerance: fl
         "",
     ]
     if regressions:
-        lines += ["| run | metric | reference | candidate | drop |", "|---|---|---:|---:|---:|"]
+        lines += ["| run | metric | reference | candidate | worse by |", "|---|---|---:|---:|---:|"]
         for r in regressions:
             lost = r.candidate != r.candidate  # NaN: the candidate did not report the metric
             lines.append(
                 f"| {cell(r.label)} | {r.metric} | {metric_cell(r.metric, r.baseline)} | "
                 f"{'missing' if lost else metric_cell(r.metric, r.candidate)} | {'–' if lost else metric_cell(r.metric, abs(r.delta))} |"
             )
-        lines += ["", "Rates in % (drops in points), other metrics in their own unit."]
+        lines += ["", "Rates in % (changes in points), other metrics in their own unit; a drop is worse for a "
+                  "higher-is-better metric, a rise for a lower-is-better one."]
     if missing:
         lines += ["", "Reference runs without a candidate:", ""]
         lines += [f"- `{m.label}` ({m.path.name})" for m in missing]

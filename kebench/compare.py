@@ -10,6 +10,7 @@ from pathlib import Path
 
 from kebench.config import parse_override
 from kebench.errors import ConfigError
+from kebench.metrics.spec import PERCENT, metric_spec
 
 
 @dataclass(frozen=True)
@@ -252,10 +253,11 @@ class Regression:
 def find_regressions(
     baseline: list[ResultSummary], candidate: list[ResultSummary], tolerance: float
 ) -> tuple[list[tuple[ResultSummary, ResultSummary]], list[Regression], list[ResultSummary]]:
-    """Pair runs by key; a regression is a headline metric that dropped by more than `tolerance`.
+    """Pair runs by key; a regression is a headline metric that got worse by more than `tolerance`.
 
-    Returns (pairs, regressions, baselines with no candidate). All headline metrics are
-    higher-is-better fractions in [0, 1]; tolerance is absolute in the same units.
+    Returns (pairs, regressions, baselines with no candidate). Worse is a drop, or a rise for a
+    lower-is-better metric (kebench.metrics.spec); `tolerance` is absolute, in each metric's own
+    unit (a fraction for rates, bits for n-gram entropy).
     """
     from kebench.suites import get_suite
 
@@ -273,7 +275,7 @@ def find_regressions(
             if metric not in c.post:
                 regressions.append(Regression(b.label, metric, float(b.post[metric]), float("nan")))
                 continue
-            if float(c.post[metric]) < float(b.post[metric]) - tolerance:
+            if metric_spec(metric).worsening(float(b.post[metric]), float(c.post[metric])) > tolerance:
                 regressions.append(Regression(b.label, metric, float(b.post[metric]), float(c.post[metric])))
     return pairs, regressions, missing
 
@@ -300,38 +302,37 @@ def markdown_report(
         for metric in get_suite(b.dataset).headline:
             if metric not in b.post:
                 continue
-            cv = c.post.get(metric)
-            cs = "missing" if cv is None else f"{100 * cv:.1f}"
-            ds = "" if cv is None else f"{100 * (cv - b.post[metric]):+.1f}"
+            spec, cv = metric_spec(metric), c.post.get(metric)
+            cs = "missing" if cv is None else spec.cell(cv)
+            ds = "" if cv is None else spec.cell(cv - b.post[metric], signed=True)
             flag = "REGRESSION" if (b.label, metric) in bad else "ok"
-            lines.append(f"| {b.label} | {metric} | {100 * b.post[metric]:.1f} | {cs} | {ds} | {flag} |")
+            lines.append(f"| {b.label} | {_metric_label(metric)} | {spec.cell(b.post[metric])} | {cs} | {ds} | {flag} |")
     for m in missing:
         lines.append(f"| {m.label} | – | – | missing | – | NO CANDIDATE |")
     lines.append("")
-    lines.append("Metrics in %, higher is better; a regression is a drop larger than the tolerance.")
+    lines.append(
+        "Rates in %, other metrics in the unit beside their name; higher is better unless marked. A regression "
+        "is a change for the worse larger than the tolerance (in the metric's own unit; a fraction for rates)."
+    )
     return "\n".join(lines) + "\n"
+
+
+def _metric_label(metric: str) -> str:
+    """The metric's name, with its unit unless a rate and a mark if lower is better."""
+    spec = metric_spec(metric)
+    return metric + (f" ({spec.unit})" if spec.unit != PERCENT else "") + ("" if spec.higher_is_better else " ↓")
 
 
 # ----------------------------------------------------------------------------- compare tables
 
 
-#: metrics that are not rates: shown as they are, not in %
-RAW_METRICS = frozenset({"ngram_entropy"})
-
-
-def percent(x: object) -> str:
-    return f"{100 * float(x):.1f}" if isinstance(x, (int, float)) else "–"
-
-
 def metric_cell(metric: str, x: object) -> str:
     """A metric for a table: rates in %, the others (fluency, in bits) as they are."""
-    if metric in RAW_METRICS:
-        return f"{float(x):.2f}" if isinstance(x, (int, float)) else "–"
-    return percent(x)
+    return metric_spec(metric).cell(x)
 
 
 def comparison_tables(summaries: list[ResultSummary]) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(suite, header, rows) per suite; cells are "edited (unedited)" in %, then cost columns."""
+    """(suite, header, rows) per suite; cells are "edited (unedited)" (`metric_cell`), then cost columns."""
     from itertools import groupby
 
     ordered = sorted(summaries, key=lambda s: (s.dataset, s.scale, s.mode, s.editor, s.overrides))
@@ -382,7 +383,7 @@ def html_report(tables: list[tuple[str, list[str], list[list[str]]]], images: li
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:2em}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
         "img{max-width:100%}</style></head><body>",
-        "<h1>kebench comparison</h1><p>Cells: edited (unedited), in %.</p>",
+        "<h1>kebench comparison</h1><p>Cells: edited (unedited); rates in %, ngram_entropy in bits.</p>",
     ]
     for dataset, header, rows in tables:
         parts.append(f"<h2>{html.escape(dataset)}</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")

@@ -34,6 +34,13 @@ from kebench.suites import Suite, get_suite, post_metrics
 
 SCHEMA_VERSION = 1
 
+_PACKAGE = Path(__file__).resolve().parent
+#: The code the unedited model's records come from: data parsing and prompt templates, tokenisation,
+#: scoring, the metrics and the suite definitions. The pre-edit cache is keyed by a hash of these.
+EVALUATION_SOURCES: tuple[Path, ...] = tuple(
+    _PACKAGE / name for name in ("data", "metrics", "scoring.py", "tokens.py", "suites.py", "builtin_suites.py")
+)
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -375,22 +382,47 @@ def pre_edit_cache_dir(lm: LoadedModel, cfg: RunConfig, files: list[dict[str, An
     """Cache folder for unedited-model records, keyed by everything they depend on."""
     import hashlib
 
+    from kebench.metrics.zsre import prompt_format
     from kebench.models.embedded import cache_root
 
     key = {
         "kebench": __version__,
+        "evaluation_code": evaluation_code_sha256(),
         "model": lm.weights_sha256,
+        "tokenizer": _tokenizer_sha256(lm.tokenizer),
         "dtype": str(lm.dtype),
         "device": lm.device.type,
         "dataset": cfg.dataset,
         "data": [f["sha256"] for f in files],
         "eval_batch_size": cfg.eval_batch_size,
+        "zsre_prompt_format": prompt_format(lm.tokenizer),  # KEBENCH_ZSRE_CHAT_TEMPLATE: the generation prompts
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_root() / "pre_edit" / cfg.dataset / digest
     path.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path / "key.json", key)
     return path
+
+
+def evaluation_code_sha256() -> str:
+    """sha256 over the Python files of EVALUATION_SOURCES (folders searched recursively), by path and content."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for source in EVALUATION_SOURCES:
+        for f in sorted(source.rglob("*.py")) if source.is_dir() else [source]:
+            h.update(f"{f.relative_to(source.parent).as_posix()}\0".encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _tokenizer_sha256(tokenizer: Any) -> str:
+    """A fast tokenizer's full definition (vocabulary, merges, normaliser, special tokens), else its vocabulary."""
+    import hashlib
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    spec = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(spec.encode()).hexdigest()
 
 
 def _edit_stats(ckpt: Path) -> list[dict[str, Any]]:

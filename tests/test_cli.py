@@ -319,7 +319,7 @@ def test_report_github_format_goes_to_the_job_summary(tmp_path):
     assert "FAIL" in bad.stdout and "GITHUB_STEP_SUMMARY" in bad.stdout
     text = summary.read_text()
     assert text.startswith("earlier step\n## kebench regression gate"), text  # appended, not replaced
-    assert "**FAIL**" in text and "| run | metric | reference | candidate | drop |" in text
+    assert "**FAIL**" in text and "| run | metric | reference | candidate | worse by |" in text
     assert "| memit/counterfact/n20/batch | neighbourhood_success | 80.0 | 60.0 | 20.0 |" in text, text
     assert "efficacy_success" not in text  # only what failed
 

@@ -27,8 +27,8 @@ OVERRIDES = {
     "alphaedit": LOCATE + ("L2=0.0001",),
     "meg": ("layer=2", "context_prefixes=[]", "encoder_pooling=mean", "encoder_pairs=64", "encoder_steps=3",
             "encoder_batch_size=16", "familiarity_steps=400", "familiarity_negatives=200", "familiarity_hidden=128",
-            "familiarity_lr=0.003", "diffusion_steps=40", "diffusion_hidden=32", "diffusion_depth=1",
-            "diffusion_patch=16", "fit_max_steps=150", "generator=knn", "familiarity_alpha=0.0"),
+            "familiarity_lr=0.003", "diffusion_steps=40", "denoiser_width=32", "denoiser_depth=1",
+            "fit_max_steps=150", "generator=knn", "familiarity_alpha=0.0"),
 }
 
 
@@ -62,7 +62,6 @@ def test_editor_runs_on_device(editor, device, dtype, folders, tmp_path, monkeyp
     out = tmp_path / "r.json"
     Run(cfg, out).execute()
     saved = json.loads(out.read_text())
-    assert saved["restore_bit_exact"] is True
     assert saved["provenance"]["hardware"]["device"].startswith(device)
     pre, post = saved["metrics"]["pre"], saved["metrics"]["post"]
     assert all(v == v for v in post.values() if isinstance(v, float)), post  # no NaN reached the metrics

@@ -7,7 +7,9 @@ import json
 import pytest
 import torch
 
+from kebench import runner
 from kebench.data.case import EditCase, EditRequest
+from kebench.editor import WeightEditHandle
 from kebench.errors import ConfigError
 from kebench.runner import Run, RunConfig, case_requests
 from kebench.suites import SUITES, LoadedData, Suite
@@ -65,7 +67,6 @@ def test_run_writes_results_with_provenance_and_restores(tmp_path, loader, tiny_
     result = Run(_cfg(), out, model_loader=loader).execute()
     saved = json.loads(out.read_text())
     assert saved["schema_version"] == 1 and saved["editor"] == "ft"
-    assert saved["restore_bit_exact"] is True
     assert len(saved["cases"]) == 4 and saved["run"]["n_requests"] == 4
     assert saved["metrics"]["post"]["nll"] < saved["metrics"]["pre"]["nll"]  # fine-tuning lowered target NLL
     assert saved["hparams"]["layers"] == [2]
@@ -105,7 +106,7 @@ def test_resume_skips_finished_work(tmp_path, loader):
     CALLS.clear()
     resumed = Run(_cfg(mode="sequential", batch_size=2), out, resume=True, model_loader=loader).execute()
     assert sum(CALLS) == 4  # only the post-edit evaluation ran again: pre-edit records came from the cache
-    assert resumed["restore_bit_exact"] and resumed["provenance"]["resumed"]
+    assert resumed["provenance"]["resumed"]
     assert len(resumed["editor_stats"]) == 2
     # both steps ran before the interruption: their recorded time, not this process's reload, makes s/edit
     stepped = sum(st["seconds"] for st in resumed["editor_stats"])
@@ -122,6 +123,39 @@ def test_pre_edit_records_shared_between_editors(tmp_path, loader):
     CALLS.clear()
     Run(_cfg(), tmp_path / "b.json", model_loader=loader).execute()
     assert sum(CALLS) == 4  # ft reused none's unedited-model records; only its post-edit evaluation ran
+
+
+def test_run_refuses_a_restore_that_leaves_a_weight_changed(tmp_path, loader, monkeypatch):
+    """One edited weight one ulp off after restore(): the run raises and writes no results."""
+    restore = WeightEditHandle.restore
+
+    def leaky(self):
+        restore(self)
+        weight = dict(self.model.named_parameters())[next(iter(self.originals))]
+        with torch.no_grad():
+            weight.view(-1)[0] = torch.nextafter(weight.view(-1)[0], torch.tensor(float("inf")))
+
+    monkeypatch.setattr(WeightEditHandle, "restore", leaky)
+    out = tmp_path / "r.json"
+    with pytest.raises(RuntimeError, match="bit-exact"):
+        Run(_cfg(), out, model_loader=loader).execute()
+    assert not out.exists()
+
+
+def test_pre_edit_cache_misses_when_the_evaluation_code_changes(tmp_path, loader, monkeypatch):
+    source = tmp_path / "metric.py"
+    source.write_text("THRESHOLD = 5.0\n")
+    monkeypatch.setattr(runner, "EVALUATION_SOURCES", (source,))
+    none = _cfg(editor="none", hparam_overrides=())
+    CALLS.clear()
+    Run(none, tmp_path / "a.json", model_loader=loader).execute()
+    Run(none, tmp_path / "b.json", model_loader=loader).execute()
+    assert sum(CALLS) == 4  # the second run read the first's unedited-model records
+    source.write_text("THRESHOLD = 4.0\n")
+    CALLS.clear()
+    Run(none, tmp_path / "c.json", model_loader=loader).execute()
+    assert sum(CALLS) == 4  # a metric changed: the cached records were not reused
+    assert len(list((tmp_path / "cache" / "pre_edit" / "toy").iterdir())) == 2
 
 
 def test_bad_config_errors():

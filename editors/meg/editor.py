@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 
 from kebench.config import from_dict
-from kebench.data.case import EditRequest
+from kebench.data.case import EditRequest, unique_requests
 from kebench.editor import EditHandle, Editor, register_editor
 from kebench.errors import ConfigError, DataError
 from kebench.fit_cache import FitCache
@@ -29,10 +30,12 @@ from kebench.models.loaded import LoadedModel, exact_checksum
 from kebench.provenance import peak_memory_mb
 
 from editors.meg.config import MeGHParams
-from editors.meg.diffusion import DiffusionGenerator, DiffusionSettings, auto_denoiser
+from editors.meg.code import NeuronCode, relative_error
+from editors.meg.denoiser import DenoiserConfig, count_parameters, mlp_width
+from editors.meg.diffusion import DiffusionGenerator, DiffusionSettings
 from editors.meg.encoder import ContrastiveSettings, QueryEncoder, tuned_encoder
 from editors.meg.familiarity import FamiliarityNet, SimilarityGate, calibrate_tau, fake_classes, tradeoff, train_familiarity
-from editors.meg.fitting import evaluate_neurons, fit_neurons
+from editors.meg.fitting import FitResult, evaluate_neurons, fit_neurons
 from editors.meg.generators import DiffusionNeurons, KnnGenerator, SubjectOracle
 from editors.meg.handle import MeGHandle, NeuronGenerator
 from editors.meg.neuron import DynamicNeuron, NeuronSpec
@@ -71,15 +74,6 @@ class _Phases:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
 
 
-def _unique(requests: Sequence[EditRequest]) -> list[EditRequest]:
-    seen, out = set(), []
-    for r in requests:
-        if r.key not in seen:
-            seen.add(r.key)
-            out.append(r)
-    return out
-
-
 def _rate(mask: torch.Tensor) -> float:
     return float(mask.float().mean()) if len(mask) else float("nan")
 
@@ -98,7 +92,7 @@ class MeGEditor(Editor):
     # ---------------------------------------------------------------------------------------
     def apply(self, lm: LoadedModel, requests: Sequence[EditRequest]) -> MeGHandle:
         hp = self.hparams
-        requests = _unique(requests)
+        requests = unique_requests(requests)
         if not requests:
             raise DataError("MeG got no edit requests; give at least one case")
         layer = hp.layer_for(lm.adapter.num_layers)
@@ -109,12 +103,7 @@ class MeGEditor(Editor):
         }
 
         with phase("fit"):
-            fit = fit_neurons(
-                lm, requests, spec, layer, lr=hp.fit_lr, max_steps=hp.fit_max_steps,
-                nll_threshold=hp.fit_nll_threshold, batch_size=hp.fit_batch_size,
-                context_prefixes=hp.context_prefixes, seed=hp.fit_seed,
-                cache=FitCache("meg_neurons", exact_checksum(lm.model), lm.device.type) if hp.fit_cache else None,
-            )
+            fit, code = self._fit(lm, requests, spec, layer, stats)
         stats.update(fit.summary())
         failed = [r.case_id for r, ok in zip(requests, fit.converged.tolist(), strict=True) if not ok]
         stats["fit_failed_case_ids"] = failed[:50]
@@ -151,7 +140,7 @@ class MeGEditor(Editor):
                 emb_held = encoder.encode(heldout, hp.encode_batch_size)
                 with _threads(hp.small_net_threads, lm.device):
                     familiarity, tau, fam_stats = self._familiarity(
-                        encoder.dim, len(requests), emb_q, emb_aug, cond, cond_edit, emb_neg, emb_held, lm.device
+                        hp.gate_for(len(requests)), encoder.dim, len(requests), emb_q, emb_aug, cond, cond_edit, emb_neg, emb_held, lm.device
                     )
             stats.update(fam_stats)
 
@@ -160,26 +149,50 @@ class MeGEditor(Editor):
             if not keep.any():
                 raise ConfigError("no neuron converged and train_on_failed is off; raise fit_max_steps or fit_lr")
             rows = keep[cond_edit]
-            generator, gen_stats = self._generator(fit.vectors, cond[rows], cond_edit[rows], requests, spec, lm.device)
+            generator, gen_stats = self._generator(fit.vectors, code, cond[rows], cond_edit[rows], requests, lm.device)
             stats.update(gen_stats)
 
         neuron = DynamicNeuron(lm.adapter.mlp(layer), spec)
         handle = MeGHandle(neuron, encoder, familiarity, tau, generator, stats, hp.encode_batch_size)
-        # what the generator was trained on (for ablations that swap the generator without refitting)
-        handle.training = {
-            "vectors": fit.vectors, "conditions": cond, "condition_edit": cond_edit,
-            "subjects": [r.subject for r in requests],
-        }
         if hp.self_check:
             with phase("self_check"):
-                stats.update(self._self_check(lm, requests, spec, layer, handle, emb_q))
+                stats.update(self._self_check(lm, requests, spec, layer, handle, emb_q, fit))
         stats["seconds"] = {k: round(v, 3) for k, v in phase.seconds.items()}
         stats.update(peak_memory_mb(lm.device))
         return handle
 
     # ---------------------------------------------------------------------------------------
+    def _fit(
+        self, lm: LoadedModel, requests: Sequence[EditRequest], spec: NeuronSpec, layer: int, stats: dict[str, Any]
+    ) -> tuple[FitResult, NeuronCode]:
+        """Fit one neuron per edit. With a code (code_size > 0): the first `code_pilot` edits freely, the leading
+        directions of their standardised neurons as the code, then every edit inside that subspace."""
+        hp = self.hparams
+        cache = FitCache("meg_neurons", exact_checksum(lm.model), lm.device.type) if hp.fit_cache else None
+        options = dict(max_steps=hp.fit_max_steps, nll_threshold=hp.fit_nll_threshold, batch_size=hp.fit_batch_size,
+                       context_prefixes=hp.context_prefixes, seed=hp.fit_seed, cache=cache)
+        if hp.code_size == 0:
+            fit = fit_neurons(lm, requests, spec, layer, lr=hp.fit_lr, **options)
+            code = NeuronCode.pca(fit.vectors, spec.size)
+        else:
+            pilot = fit_neurons(lm, requests[: hp.code_pilot], spec, layer, lr=hp.fit_lr, **options)
+            code = NeuronCode.pca(pilot.vectors, hp.code_size)
+            if len(requests) == len(pilot.vectors) and code.size == len(pilot.vectors) - 1:
+                fit = pilot  # the code spans these neurons exactly: fitting them again inside it changes nothing
+            else:
+                fit = fit_neurons(lm, requests, spec, layer, lr=hp.code_lr, code=code, **options)
+                fit.seconds += pilot.seconds
+            stats.update({
+                "code_pilot_edits": len(pilot.vectors), "code_pilot_energy": code.energy(pilot.vectors),
+                "code_pilot_oracle_efficacy": float(pilot.efficacy.float().mean()),
+            })
+        stats["code_size"] = code.size
+        stats["code_energy"] = code.energy(fit.vectors)  # 1.0 when fitted inside the code's subspace
+        return fit, code
+
     def _familiarity(
         self,
+        kind: str,
         dim: int,
         n_edits: int,
         emb_q: torch.Tensor,
@@ -197,7 +210,7 @@ class MeGEditor(Editor):
         """
         hp = self.hparams
         gate: FamiliarityNet | SimilarityGate
-        if hp.familiarity == "similarity":
+        if kind == "similarity":
             gate, stats = SimilarityGate(cond).to(device), {}
         else:
             gate = FamiliarityNet(dim, hp.familiarity_classes, hp.familiarity_hidden, hp.familiarity_blocks).to(device)
@@ -220,47 +233,47 @@ class MeGEditor(Editor):
             "false_fire_heldout_pool": _rate(h_held[:half] < tau),
             "false_fire_heldout_neighbourlike": _rate(h_held[half:] < tau),
             "false_fire_train_negatives": _rate(gate.score(emb_neg) < tau),
-            "gate": hp.familiarity,
+            "gate": kind,
             "tradeoff": tradeoff(torch.cat([h_q, h_aug]), h_held),
         })
-        if hp.familiarity == "net":
+        if kind == "net":
             stats["entropy_max"] = float(torch.log(torch.tensor(float(hp.familiarity_classes))))
         return gate, tau, stats
 
     def _generator(
         self,
         vectors: torch.Tensor,
+        code: NeuronCode,
         cond: torch.Tensor,
         cond_edit: torch.Tensor,
         requests: Sequence[EditRequest],
-        spec: NeuronSpec,
         device: torch.device,
     ) -> tuple[NeuronGenerator, dict[str, Any]]:
-        """Diffusion (trained here), or the lookup baseline / subject oracle over the same conditions."""
+        """Diffusion over the neuron code (trained here), or the lookup / subject-oracle upper bounds."""
         hp = self.hparams
         if hp.generator == "knn":
             return KnnGenerator(cond, cond_edit, vectors), {}
         if hp.generator == "oracle":
             return SubjectOracle(cond, cond_edit, vectors, [r.subject for r in requests]), {}
-        cfg = auto_denoiser(spec.size, cond.shape[1], len(cond), hp.diffusion_patch, hp.diffusion_hidden, hp.diffusion_depth)
-        steps, batch = hp.diffusion_schedule(len(cond))
-        passes = steps * batch / len(cond)
-        full = hp.diffusion_capped(len(cond))
-        if full is not None:
-            log.warning(
-                "MeG: the denoiser's auto schedule stops at %d steps, %.0f of diffusion_epochs=%d passes over %d "
-                "pairs; pass --hparam diffusion_steps=%d for the full schedule", steps, passes, hp.diffusion_epochs,
-                len(cond), full,
-            )
-        settings = DiffusionSettings(
-            steps=steps, batch_size=batch, lr=hp.diffusion_lr, ema=hp.diffusion_ema,
-            sample_steps=hp.diffusion_sample_steps, seed=hp.seed, cond_noise=hp.diffusion_cond_noise,
+        n = len(requests)
+        width = hp.denoiser_width or (
+            mlp_width(n, code.size, cond.shape[1], hp.denoiser_depth, hp.denoiser_ratio) if hp.denoiser == "mlp" else 768
         )
-        model = DiffusionGenerator(cfg, settings).to(device)
+        cfg = DenoiserConfig(hp.denoiser, code.size, cond.shape[1], width=width, depth=hp.denoiser_depth,
+                             patch=hp.denoiser_patch, heads=hp.denoiser_heads)
+        steps = hp.diffusion_schedule(n)
+        settings = DiffusionSettings(
+            steps=steps, batch_size=hp.diffusion_batch_size, lr=hp.diffusion_lr, ema=hp.diffusion_ema,
+            prediction=hp.diffusion_prediction, sample_steps=hp.diffusion_sample_steps, seed=hp.seed,
+            cond_noise=hp.diffusion_cond_noise, select_every=hp.diffusion_select_every or max(1, steps // 5),
+        )
+        model = DiffusionGenerator(cfg, settings, code).to(device)
         cache = FitCache("meg_generator", "any-model", device.type) if hp.fit_cache else None
         key = found = None
-        if cache is not None:  # the training pairs and settings determine the trained denoiser
-            key = cache.key(model.config(), {"vectors": vectors[cond_edit], "conditions": cond})
+        if cache is not None:  # the training pairs, the code and the settings determine the trained denoiser
+            tensors = {"vectors": vectors, "conditions": cond, "condition_edit": cond_edit,
+                       **{f"code.{k}": v for k, v in code.state_dict().items()}}
+            key = cache.key(model.config(), tensors)
             found = cache.load(key)
         if found is not None:
             meta = found.pop("meta")
@@ -270,26 +283,42 @@ class MeGEditor(Editor):
             t0 = time.perf_counter()
             # beside the cache entry: a long training checkpoints there and an interrupted run resumes it
             partial = cache.path(key).with_suffix(".partial.pt") if cache is not None else None
-            stats = model.fit(vectors[cond_edit], cond, checkpoint=partial)
+            stats = model.fit(vectors, cond, cond_edit, checkpoint=partial)
             stats["diffusion_train_seconds"] = time.perf_counter() - t0  # kept with a cached generator
             if cache is not None:
                 cache.save(key, model.state_dict(), {"config": model.config(), "stats": stats})
-        stats["diffusion_params"] = sum(p.numel() for p in model.model.parameters())
-        stats["diffusion_epochs_trained"] = round(passes, 1)
+        stats["diffusion_params"] = count_parameters(model.model)
+        stats["diffusion_params_per_number"] = stats["diffusion_params"] / (n * code.size)
+        stats["diffusion_visits_per_edit"] = steps * hp.diffusion_batch_size / n
         return DiffusionNeurons(model), stats
 
     def _self_check(
         self, lm: LoadedModel, requests: Sequence[EditRequest], spec: NeuronSpec, layer: int, handle: MeGHandle,
-        emb_q: torch.Tensor,
-    ) -> dict[str, float]:
-        """Efficacy on the edit prompts of generated neurons, through the gate and without it."""
+        emb_q: torch.Tensor, fit: FitResult,
+    ) -> dict[str, Any]:
+        """How well the generated neurons stand in for the fitted ones on the edit prompts: efficacy through the
+        gate and without it, relative error, the share of the fitted neuron's NLL drop, and efficacy by how many
+        edits share the target."""
         queries = [r.text for r in requests]
         through_gate = handle.vectors_for(queries)
         handle.prompts_seen = handle.prompts_fired = 0
         ok_gate, _ = evaluate_neurons(lm, requests, spec, layer, through_gate)
         raw = handle.generator.generate(emb_q, queries)
-        ok_raw, _ = evaluate_neurons(lm, requests, spec, layer, raw)
-        return {"generated_efficacy": _rate(ok_gate), "generator_efficacy_ungated": _rate(ok_raw)}
+        ok_raw, nll_raw = evaluate_neurons(lm, requests, spec, layer, raw)
+        drop = (fit.baseline_nll - nll_raw) / (fit.baseline_nll - fit.nll).clamp(min=1e-6)
+        share = Counter(r.target_new for r in requests)
+        by_share = {}
+        for name, lo, hi in (("1", 1, 1), ("2-9", 2, 9), ("10-99", 10, 99), ("100+", 100, None)):
+            rows = torch.tensor([lo <= share[r.target_new] and (hi is None or share[r.target_new] <= hi) for r in requests])
+            if rows.any():
+                by_share[name] = {"edits": int(rows.sum()), "efficacy": _rate(ok_raw[rows])}
+        return {
+            "generated_efficacy": _rate(ok_gate),
+            "generator_efficacy_ungated": _rate(ok_raw),
+            "generator_relative_error_median": float(relative_error(raw, fit.vectors).median()),
+            "generator_nll_drop_share_median": float(drop.median()),
+            "generator_efficacy_by_target_share": by_share,
+        }
 
     # persistence -----------------------------------------------------------------------------
     def save_edits(self, handle: EditHandle, path: Path) -> None:

@@ -27,6 +27,7 @@ from kebench.models.loaded import LoadedModel
 from kebench.optim import RowAdam
 from kebench.progress import progress_bar
 
+from editors.meg.code import NeuronCode
 from editors.meg.neuron import DynamicNeuron, NeuronSpec
 from kebench.scoring import encode_target
 from kebench.tokens import pad_right
@@ -48,6 +49,7 @@ class FitResult:
     chunks: int = 0  # groups of edits fitted together
     cached_chunks: int = 0  # of which read from the fit cache (their fitting time is not in `seconds`)
     cached_seconds: float = 0.0  # what the cached chunks took when they were fitted (where recorded)
+    codes: torch.Tensor | None = None  # [n, code size] when fitted inside a NeuronCode's subspace
 
     def summary(self) -> dict[str, float | int]:
         n = max(len(self.converged), 1)
@@ -184,15 +186,20 @@ def fit_neurons(
     context_prefixes: Sequence[str] = (),
     seed: int = 42,
     cache: FitCache | None = None,
+    code: NeuronCode | None = None,
 ) -> FitResult:
     """Fit one neuron per request (same init for all, as in the official code), `batch_size` edits at a time.
+
+    With a `code`, each neuron is fitted inside the code's fixed low-rank subspace: the optimised
+    parameters are its code (starting at 0, the code's mean neuron) and the neuron is `code.decode(z)`,
+    so the generator's targets are exact codes, not truncations (`FitResult.codes`).
 
     With a `cache`, each chunk's fit is looked up first and stored after (kebench.fit_cache):
     ablations that change only the generator or the gate refit nothing, and runs side by side
     split the chunks between them (claims)."""
     start = time.perf_counter()
     n = len(requests)
-    init = spec.init_vector(lm.adapter.key_size, seed)
+    init = spec.init_vector(lm.adapter.key_size, seed) if code is None else torch.zeros(code.size)
     vectors = init.repeat(n, 1)
     converged = torch.zeros(n, dtype=torch.bool)
     steps = torch.full((n,), max_steps, dtype=torch.long)
@@ -210,10 +217,13 @@ def fit_neurons(
             if cache is not None:
                 settings = {"layer": layer, "spec": dataclasses.asdict(spec), "lr": lr, "max_steps": max_steps,
                             "nll_threshold": nll_threshold, "n_edits": len(chunk)}
-                key = cache.key(settings, {"init": init, **{f.name: getattr(rows, f.name) for f in dataclasses.fields(rows)}})
+                tensors = {"init": init, **{f.name: getattr(rows, f.name) for f in dataclasses.fields(rows)}}
+                if code is not None:
+                    tensors.update({f"code.{k}": v for k, v in code.state_dict().items()})
+                key = cache.key(settings, tensors)
 
             def fit() -> dict[str, torch.Tensor]:
-                res = _fit_chunk(lm, rows, len(chunk), neuron, layer, init, lr, max_steps, nll_threshold, bar)
+                res = _fit_chunk(lm, rows, len(chunk), neuron, layer, init, lr, max_steps, nll_threshold, bar, code)
                 return dict(zip(_CHUNK_FIELDS, res, strict=True))
 
             got = resolve_fit(cache, key, _CHUNK_FIELDS, fit, wait)
@@ -233,9 +243,12 @@ def fit_neurons(
         for chunk in [c for c in chunks if not resolve(c, wait=False)]:
             resolve(chunk, wait=True)
     check_finite("MeG fitted neurons", vectors)
+    codes = None
+    if code is not None:
+        codes, vectors = vectors, code.decode(vectors)
     return FitResult(
         vectors, converged, steps, nll_out, eff_out, base_nll, base_eff, time.perf_counter() - start,
-        len(chunks), cached_chunks, cached_seconds,
+        len(chunks), cached_chunks, cached_seconds, codes,
     )
 
 
@@ -253,8 +266,11 @@ def _fit_chunk(
     max_steps: int,
     threshold: float,
     bar: object,
+    code: NeuronCode | None = None,
 ) -> tuple[torch.Tensor, ...]:
-    """Fit the `n` edits of `rows`; returns vectors, converged, steps, final NLL/efficacy, baseline NLL/efficacy."""
+    """Fit the `n` edits of `rows`; returns parameters (neurons, or codes with a `code`), converged, steps,
+    final NLL/efficacy, baseline NLL/efficacy."""
+    neurons = (lambda p: p) if code is None else (lambda p: code.decode(p))  # noqa: E731
     dev = lm.device
     scorer = _Scorer(lm, layer, neuron, rows)
     all_rows = torch.arange(rows.input_ids.shape[0])
@@ -270,7 +286,7 @@ def _fit_chunk(
     for step in range(max_steps + 1):
         rows_now = all_rows[active[rows.edit]]
         leaf = params.detach().requires_grad_(True)
-        nll, ok, sub = scorer.score(rows_now, leaf[rows.edit[rows_now].to(dev)])
+        nll, ok, sub = scorer.score(rows_now, neurons(leaf)[rows.edit[rows_now].to(dev)])
         edit_nll, edit_ok = _per_edit(sub, nll, ok, n)
         done = active & (edit_ok & edit_nll.lt(threshold)).cpu()
         converged |= done
@@ -285,7 +301,7 @@ def _fit_chunk(
         opt.step(leaf.grad[moving], moving)
         bar.advance()
     with torch.no_grad():
-        nll, ok, sub = scorer.score(bare_rows, params[rows.edit[bare_rows].to(dev)])
+        nll, ok, sub = scorer.score(bare_rows, neurons(params)[rows.edit[bare_rows].to(dev)])
         fin_nll, fin_ok = _per_edit(sub, nll, ok, n)
     return params.detach().float().cpu(), converged, steps, fin_nll.cpu(), fin_ok.cpu(), base_nll.cpu(), base_ok.cpu()
 

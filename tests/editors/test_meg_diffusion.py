@@ -1,4 +1,4 @@
-"""Conditional diffusion over neuron vectors: round trip on toy clusters, exact persistence, kNN/oracle."""
+"""Conditional diffusion over neuron codes: round trip on toy clusters, exact persistence, sizing, kNN/oracle."""
 
 from __future__ import annotations
 
@@ -6,15 +6,10 @@ import pytest
 import torch
 
 from editors.meg import diffusion
-from editors.meg.diffusion import (
-    DenoiserConfig,
-    DiffusionGenerator,
-    DiffusionSettings,
-    PatchDenoiser,
-    Standardizer,
-    auto_denoiser,
-)
+from editors.meg.code import NeuronCode, relative_error
 from editors.meg.config import MeGHParams
+from editors.meg.denoiser import DenoiserConfig, build_denoiser, count_parameters, mlp_width
+from editors.meg.diffusion import DiffusionGenerator, DiffusionSettings
 from kebench.errors import ConfigError
 from editors.meg.generators import KnnGenerator, SubjectOracle
 
@@ -29,31 +24,56 @@ def one_thread():
 
 
 def _clusters(k: int = 4, dim: int = 100, cond: int = 16, n: int = 200):
+    """k edits' neurons (`centers`), each with n/k noisy conditions around its query embedding."""
     gen = torch.Generator().manual_seed(0)
     centers = torch.randn(k, dim, generator=gen) * 3
     conds = torch.nn.functional.normalize(torch.randn(k, cond, generator=gen), dim=-1)
     label = torch.arange(n) % k
-    return centers, conds, centers[label] + 0.1 * torch.randn(n, dim, generator=gen), conds[label]
+    return centers, conds, conds[label] + 0.02 * torch.randn(n, cond, generator=gen), label
 
 
-@pytest.fixture(scope="module")
-def trained():
+def _generator(centers, kind="mlp", width=64, depth=2, **settings):
+    code = NeuronCode.pca(centers, 16)
+    cfg = DenoiserConfig(kind, code.size, 16, width=width, depth=depth, patch=2, heads=2)
+    return DiffusionGenerator(cfg, DiffusionSettings(**{"steps": 300, "batch_size": 64, "lr": 2e-3, **settings}), code)
+
+
+@pytest.fixture(scope="module", params=["x0", "v"])
+def trained(request):
     torch.set_num_threads(1)
-    centers, conds, x, y = _clusters()
-    cfg = auto_denoiser(100, 16, 200, patch=16, hidden=64, depth=2)
-    gen = DiffusionGenerator(cfg, DiffusionSettings(steps=300, batch_size=64, lr=2e-3))
-    stats = gen.fit(x, y)
+    centers, conds, y, edit = _clusters()
+    gen = _generator(centers, prediction=request.param, select_every=100)
+    stats = gen.fit(centers, y, edit)
     return gen, centers, conds, stats
 
 
-def test_generated_samples_land_in_their_conditions_cluster(trained):
+def test_generated_neurons_reproduce_their_edits_neuron(trained):
+    """x0- and v-prediction both learn the table: each query's sample is its edit's neuron to a few percent."""
     gen, centers, conds, stats = trained
     assert stats["diffusion_loss_last"] < 0.5 * stats["diffusion_loss_first"]
-    samples = gen.sample(conds)
-    dist = torch.cdist(samples, centers)
-    assert dist.argmin(-1).tolist() == [0, 1, 2, 3]
-    spread = torch.cdist(centers, centers)
-    assert (dist.diagonal() < 0.25 * spread[spread > 0].min()).all()
+    err = relative_error(gen.sample(conds), centers)
+    assert (err < 0.1).all(), err
+    assert stats["diffusion_selected_step"] in (100, 200, 300) and stats["diffusion_selection_error"] < 0.1
+
+
+def test_the_checkpoint_with_the_lowest_reconstruction_error_is_kept(monkeypatch):
+    """Selection keeps the best check, not the last: a schedule whose last check is worse returns the earlier weights."""
+    centers, conds, y, edit = _clusters()
+    gen = _generator(centers, steps=200, select_every=100)
+    errors = iter([0.05, 0.5])
+    kept = {}
+    real = DiffusionGenerator._select
+
+    def select(self, step, ema, c, fitted, best):
+        real(self, step, ema, c, fitted, best)
+        best["error"] = min(best["error"], next(errors)) if step == 100 else best["error"]
+        kept[step] = {k: v.clone() for k, v in self.model.state_dict().items()}
+
+    monkeypatch.setattr(DiffusionGenerator, "_select", select)
+    stats = gen.fit(centers, y, edit)
+    assert stats["diffusion_selected_step"] == 100
+    final = gen.model.state_dict()
+    assert any(not torch.equal(final[k], kept[200][k]) for k in final)
 
 
 def test_sampling_is_deterministic_and_survives_save_load(trained):
@@ -63,18 +83,34 @@ def test_sampling_is_deterministic_and_survives_save_load(trained):
     assert torch.allclose(gen.sample(conds[:1]), gen.sample(conds)[:1], atol=1e-4)  # batch size only changes rounding
 
 
-def test_fresh_denoiser_is_adaln_zero():
-    model = PatchDenoiser(DenoiserConfig(size=70, cond_dim=8, patch=32, hidden=32, depth=2, heads=2))
+@pytest.mark.parametrize("kind", ["mlp", "dit"])
+def test_fresh_denoiser_is_adaln_zero(kind):
+    model = build_denoiser(DenoiserConfig(kind, size=70, cond_dim=8, patch=32, width=32, depth=2, heads=2))
     out = model(torch.randn(3, 70), torch.tensor([1, 500, 999]), torch.randn(3, 8))
     assert out.shape == (3, 70) and torch.equal(out, torch.zeros(3, 70))
 
 
-def test_standardizer_round_trip_and_floor():
-    x = torch.randn(20, 6)
+def test_mlp_width_gives_the_parameters_per_number_asked_for():
+    for n_edits, size in ((1000, 64), (10000, 64), (100, 19)):
+        width = mlp_width(n_edits, size, 384, depth=4, ratio=4.0)
+        params = count_parameters(build_denoiser(DenoiserConfig("mlp", size, 384, width=width, depth=4)))
+        assert params >= 4.0 * n_edits * size
+        if width > 64:  # the narrowest such width: one step narrower is too small
+            smaller = count_parameters(build_denoiser(DenoiserConfig("mlp", size, 384, width=width - 32, depth=4)))
+            assert smaller < 4.0 * n_edits * size
+
+
+def test_neuron_code_round_trip_whitening_and_floor():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 5, generator=gen) @ torch.randn(5, 12, generator=gen)  # rank 5
     x[:, 0] = 1.0  # a dimension that never moves
-    s = Standardizer.fit(x)
-    assert torch.allclose(s.decode(s.encode(x)), x, atol=1e-5)
-    assert (s.std > 0).all()
+    code = NeuronCode.pca(x, 8)
+    assert code.size == 8 and (code.std > 0).all()
+    assert torch.allclose(code.decode(code.encode(x)), x, atol=1e-4)  # rank 5 <= 8 components: exact
+    assert code.energy(x) == pytest.approx(1.0, abs=1e-5)
+    z = NeuronCode.pca(x, 3).encode(x)
+    assert torch.allclose(z.std(0, unbiased=False), torch.ones(3), atol=1e-3)  # whitened: unit variance per entry
+    assert NeuronCode.pca(x, 3).energy(x) < 1.0
 
 
 def test_knn_and_subject_oracle():
@@ -88,10 +124,9 @@ def test_knn_and_subject_oracle():
 
 
 def test_condition_noise_maps_a_neighbourhood_of_each_condition_to_its_cluster():
-    centers, conds, x, y = _clusters()
-    cfg = auto_denoiser(100, 16, 200, patch=16, hidden=64, depth=2)
-    gen = DiffusionGenerator(cfg, DiffusionSettings(steps=300, batch_size=64, lr=2e-3, cond_noise=0.6))
-    gen.fit(x, y)
+    centers, conds, y, edit = _clusters()
+    gen = _generator(centers, cond_noise=0.6)
+    gen.fit(centers, y, edit)
     g = torch.Generator().manual_seed(7)
     shifted = conds + 0.4 * torch.nn.functional.normalize(torch.randn(conds.shape, generator=g), dim=-1)  # cos ≈ 0.93
     dist = torch.cdist(gen.sample(shifted), centers)
@@ -103,16 +138,15 @@ def test_condition_noise_maps_a_neighbourhood_of_each_condition_to_its_cluster()
 
 
 def test_interrupted_training_resumes_to_the_same_denoiser(tmp_path, monkeypatch):
-    centers, conds, x, y = _clusters()
-    cfg = auto_denoiser(100, 16, 200, patch=16, hidden=32, depth=1)
-    settings = DiffusionSettings(steps=60, batch_size=32, lr=2e-3, ema=0.9)
+    centers, conds, y, edit = _clusters()
+    settings = dict(steps=60, batch_size=32, ema=0.9, select_every=30)
     torch.manual_seed(0)
-    straight = DiffusionGenerator(cfg, settings)
-    straight_stats = straight.fit(x, y)
+    straight = _generator(centers, width=32, depth=1, **settings)
+    straight_stats = straight.fit(centers, y, edit)
 
     partial = tmp_path / "train.partial.pt"
     torch.manual_seed(0)
-    first = DiffusionGenerator(cfg, settings)
+    first = _generator(centers, width=32, depth=1, **settings)
 
     class Interrupt(Exception):
         pass
@@ -129,12 +163,12 @@ def test_interrupted_training_resumes_to_the_same_denoiser(tmp_path, monkeypatch
     with monkeypatch.context() as patch:
         patch.setattr(diffusion, "atomic_torch_save", save_then_stop)
         with pytest.raises(Interrupt):
-            first.fit(x, y, checkpoint=partial, checkpoint_every=20)
+            first.fit(centers, y, edit, checkpoint=partial, checkpoint_every=20)
     assert saves == [20, 40] and partial.is_file()
 
     torch.manual_seed(0)
-    resumed = DiffusionGenerator(cfg, settings)
-    stats = resumed.fit(x, y, checkpoint=partial, checkpoint_every=20)
+    resumed = _generator(centers, width=32, depth=1, **settings)
+    stats = resumed.fit(centers, y, edit, checkpoint=partial, checkpoint_every=20)
     assert not partial.exists()  # finished: the partial state is gone
     assert stats == straight_stats
     for a, b in zip(resumed.state_dict().values(), straight.state_dict().values(), strict=True):
@@ -142,16 +176,17 @@ def test_interrupted_training_resumes_to_the_same_denoiser(tmp_path, monkeypatch
 
     partial.write_bytes(b"not a checkpoint")  # an unreadable partial is ignored, not trusted
     torch.manual_seed(0)
-    again = DiffusionGenerator(cfg, settings)
-    assert again.fit(x, y, checkpoint=partial, checkpoint_every=20) == straight_stats
+    again = _generator(centers, width=32, depth=1, **settings)
+    assert again.fit(centers, y, edit, checkpoint=partial, checkpoint_every=20) == straight_stats
 
 
-def test_auto_schedule_reports_when_its_step_cap_cuts_the_epochs():
-    hp = MeGHParams(diffusion_epochs=150)
-    # 1,000 CounterFact edits (5,000 pairs): 150 passes fit under the cap
-    assert hp.diffusion_schedule(5000) == (5859, 128) and hp.diffusion_capped(5000) is None
-    # 10,000 edits (49,980 pairs): the 20,000-step cap leaves 51 of the 150 passes
-    steps, batch = hp.diffusion_schedule(49980)
-    assert steps == 20000 and batch == 128 and hp.diffusion_capped(49980) == 150 * 49980 // 128
-    # an explicit step count is the user's choice, not a cap
-    assert MeGHParams(diffusion_epochs=150, diffusion_steps=20000).diffusion_capped(49980) is None
+def test_schedule_follows_the_edit_count_and_the_gate_the_scale():
+    hp = MeGHParams(diffusion_visits=600, diffusion_batch_size=256)
+    assert hp.diffusion_schedule(1000) == 2344 and hp.diffusion_schedule(10000) == 23438  # 600 samples per edit
+    assert MeGHParams(diffusion_steps=50).diffusion_schedule(10000) == 50  # an explicit count is the user's choice
+    assert hp.gate_for(100) == "net" and hp.gate_for(1000) == "similarity" and hp.gate_for(10000) == "similarity"
+    assert MeGHParams(familiarity="net").gate_for(10000) == "net"
+    with pytest.raises(ConfigError, match="diffusion_prediction"):
+        MeGHParams(diffusion_prediction="eps")
+    with pytest.raises(ConfigError, match="denoiser"):
+        MeGHParams(denoiser="unet")

@@ -30,7 +30,7 @@ def small(encoder_dir: str, **kw) -> MeGHParams:
     base = dict(
         layer=2, context_prefixes=(), encoder=encoder_dir, encoder_pooling="mean", encoder_pairs=64, encoder_steps=3,
         encoder_batch_size=16, familiarity_steps=400, familiarity_negatives=200, familiarity_hidden=128,
-        familiarity_lr=3e-3, diffusion_steps=40, diffusion_hidden=32, diffusion_depth=1, diffusion_patch=16,
+        familiarity_lr=3e-3, diffusion_steps=40, denoiser_width=32, denoiser_depth=1,
         fit_max_steps=150, augment_prefixes=("Fact: ",),
     )
     return MeGHParams(**{**base, **kw})
