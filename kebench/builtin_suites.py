@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from kebench.data import suites as data
+from kebench.data.mquake import drop_conflicting
 from kebench.errors import DataError
 from kebench.metrics.aggregate import aggregate, counterfact_score, harmonic_mean, zsre_score
 from kebench.metrics.counterfact import counterfact_evaluate, neighbourhood_kept
 from kebench.metrics.mquake import mquake_evaluate
 from kebench.metrics.zsre import zsre_evaluate, zsre_reference
-from kebench.suites import SUITES, Suite
+from kebench.suites import SUITES, LoadedData, Suite
 
 
 def _counterfact_aggregate(records: list[dict[str, Any]]) -> dict[str, float]:
@@ -72,6 +74,40 @@ for _spec in (data.COUNTERFACT, data.COUNTERFACT_ROME, data.COUNTERFACT_FULL):
 for _spec in (data.ZSRE, data.ZSRE_KNOWEDIT, data.ZSRE_ALL, data.ZSRE_FULL):
     SUITES.register(_spec.name, Suite(_spec.name, _spec.description, _zsre_eval, _zsre_aggregate, ZSRE_HEADLINE,
                                       data=_spec, reference=zsre_reference))
+
+
+@dataclass
+class _MquakeData(LoadedData):
+    """Loaded MQuAKE cases less the contradictory ones, which the results' provenance lists."""
+
+    excluded: dict[str, list[str]] = field(default_factory=dict)
+
+    def provenance(self) -> dict[str, Any]:
+        return {**super().provenance(), "excluded_cases": {
+            "reason": "a rewrite sets the same subject and relation as another case's to a different object",
+            "n": len(self.excluded), "case_ids": sorted(self.excluded), "conflicts": self.excluded,
+        }}
+
+
+@dataclass(frozen=True)
+class _MquakeSuite(Suite):
+    """MQuAKE with contradictory cases left out at load time (so out of every sample, batch and step).
+
+    After editing, a batch (or a sequence of steps) that asks to rewrite one (subject, relation) to two
+    different objects cannot satisfy both cases, so both are skipped rather than one chosen
+    (`kebench.data.mquake.drop_conflicting`); MQuAKE-hard loses four (7699, 8236, 8563, 8695).
+    """
+
+    def load(self, data_file: str | None = None, fmt: str | None = None) -> LoadedData:
+        loaded = super().load(data_file, fmt)
+        kept, excluded = drop_conflicting(loaded.cases)
+        notes = list(loaded.notes)
+        if excluded:
+            notes.append(f"{self.name}: left out {len(excluded)} cases whose rewrites contradict another case's "
+                         f"(same subject and relation, different new object): {', '.join(sorted(excluded))}")
+        return _MquakeData(kept, loaded.files, notes, excluded)
+
+
 for _spec in (data.MQUAKE, data.MQUAKE_CF3K):
-    SUITES.register(_spec.name, Suite(_spec.name, _spec.description, _no_reference_eval(mquake_evaluate), aggregate,
-                                      MQUAKE_HEADLINE, data=_spec))
+    SUITES.register(_spec.name, _MquakeSuite(_spec.name, _spec.description, _no_reference_eval(mquake_evaluate),
+                                             aggregate, MQUAKE_HEADLINE, data=_spec))

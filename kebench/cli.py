@@ -30,6 +30,9 @@ def run(
     editor: Annotated[str, typer.Option(help="Editor name (see `kebench list`).")],
     dataset: Annotated[str, typer.Option(help="Suite, e.g. counterfact, zsre, zsre-all, mquake (`kebench list` shows all); counterfact has 10,000 cases.")] = "counterfact",
     scale: Annotated[Optional[int], typer.Option(help="Number of cases, sampled by --seed (default: all).")] = None,
+    case_filter: Annotated[Optional[str], typer.Option("--filter", help=(
+        "Run only the cases a filter keeps; --scale then counts kept cases. known (CounterFact suites): "
+        "those whose true object the unedited model already prefers."))] = None,
     model: Annotated[Optional[str], typer.Option(help="Hub id, HF folder or .gguf file (default: embedded SmolLM2-135M-Instruct).")] = None,
     mode: Annotated[str, typer.Option(help="batch: all cases in one edit; sequential: --batch-size cases per step.")] = "batch",
     batch_size: Annotated[Optional[int], typer.Option(help="Cases per editing step in sequential mode.")] = None,
@@ -76,6 +79,7 @@ def run(
         eval_batch_size=eval_batch_size,
         load_edits=str(load_edits) if load_edits else None,
         device_map=device_map,
+        case_filter=case_filter,
     )
     runner = Run(cfg, out, resume=resume, overwrite=overwrite, save_edits=save_edits, shard=shard)
     result = runner.execute()
@@ -124,7 +128,7 @@ def compare(
     if console.is_terminal:
         for dataset, header, rows in tables:
             # every cell escaped: rich would read a label's `[familiarity=similarity]` as markup and drop it
-            table = Table(title=f"{dataset}: edited (unedited), rates in %")
+            table = Table(title=f"{dataset}: edited (unedited) and lift, rates in %")
             for c in header:
                 table.add_column(escape(c), justify="left" if c in ("editor", "mode") else "right")
             for row in rows:
@@ -133,7 +137,7 @@ def compare(
                 table.caption = escape(CACHED_NOTE)
             console.print(table)
     else:  # piped (a CI log, a file): markdown tables, whole rows, never cut to the console's width
-        print("Cells: edited (unedited), rates in %.\n")
+        print("Cells: edited (unedited) and the lift over the unedited model; rates in %.\n")
         print(markdown_tables(tables), end="", flush=True)
     for target, render in ((markdown, "markdown"), (html, "html")):
         if target is None:

@@ -32,11 +32,17 @@ class ResultSummary:
     peak_memory_mb: float | None = None
     from_fit_cache: bool = False  # part of the fitting was read from kebench.fit_cache: s/edit is not a fresh fit's
     device: str = "cpu"  # "cpu", or the GPU's name: times (and peak memory, then the GPU's) are that device's
+    case_filter: str | None = None  # `run --filter`: the run's cases are a subset (its own table and gate key)
 
     @property
-    def key(self) -> tuple[str, str, str, int, str, tuple[str, ...]]:
+    def key(self) -> tuple[str, str, str, int, str, tuple[str, ...], str | None]:
         """Runs are comparable when they agree on this (the seed may differ between reference and candidate)."""
-        return (self.model, self.editor, self.dataset, self.scale, self.mode, self.overrides)
+        return (self.model, self.editor, self.dataset, self.scale, self.mode, self.overrides, self.case_filter)
+
+    @property
+    def suite_label(self) -> str:
+        """The suite, with the filter that chose its cases, e.g. "counterfact:known"."""
+        return self.dataset + (f":{self.case_filter}" if self.case_filter else "")
 
     @property
     def variant(self) -> str:
@@ -50,7 +56,7 @@ class ResultSummary:
 
     @property
     def label(self) -> str:
-        return f"{self.variant}/{self.dataset}/n{self.scale}/{self.mode}"
+        return f"{self.variant}/{self.suite_label}/n{self.scale}/{self.mode}"
 
 
 # Hyperparameters that set only how many edits are fitted per forward/backward: every edit keeps its
@@ -138,6 +144,7 @@ def summarize(path: Path, data: dict) -> ResultSummary:
             peak_memory_mb=_peak_memory_mb(data.get("memory") or {}),
             from_fit_cache=used_fit_cache(data),
             device=_device(data.get("provenance") or {}),
+            case_filter=run.get("case_filter"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{path} is not a kebench results file ({type(exc).__name__}: {exc})") from None
@@ -331,22 +338,48 @@ def metric_cell(metric: str, x: object) -> str:
     return metric_spec(metric).cell(x)
 
 
+def edited_cell(metric: str, post: object, pre: object = None) -> str:
+    """"edited (unedited)", and for a rate the lift over the unedited model in points: "95.0 (40.0) +55.0"."""
+    spec = metric_spec(metric)
+    if not isinstance(pre, (int, float)):
+        return spec.cell(post)
+    cell = f"{spec.cell(post)} ({spec.cell(pre)})"
+    if spec.unit == PERCENT and isinstance(post, (int, float)):
+        cell += " " + spec.cell(post - pre, signed=True)
+    return cell
+
+
+# A headline metric that the unedited model cannot score on the original facts says nothing about
+# an editor on that model: (metric, the pre-edit metric on the original facts, the least it must reach).
+NOT_MEASURABLE = {"multihop_accuracy": ("multihop_accuracy_original", 0.10)}
+NOT_MEASURABLE_MARK = "n/m"
+NOT_MEASURABLE_NOTE = (
+    f"{NOT_MEASURABLE_MARK}: not measurable on this model: unedited, it answers fewer than 10% of the multi-hop "
+    "questions correctly about the original facts (`multihop_accuracy_original`), so no editor can be compared on them."
+)
+
+
+def measurable(metric: str, pre: dict[str, float]) -> bool:
+    """False where `NOT_MEASURABLE` gates `metric` and the unedited model's `pre` metrics fall below the gate."""
+    gate = NOT_MEASURABLE.get(metric)
+    return gate is None or not isinstance(pre.get(gate[0]), (int, float)) or pre[gate[0]] >= gate[1]
+
+
 def comparison_tables(summaries: list[ResultSummary]) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(suite, header, rows) per suite; cells are "edited (unedited)" (`metric_cell`), then cost columns."""
+    """(suite, header, rows) per suite (a filtered run's under e.g. "counterfact:known"); cells are
+    `edited_cell`, then cost columns."""
     from itertools import groupby
 
-    ordered = sorted(summaries, key=lambda s: (s.dataset, s.scale, s.mode, s.editor, s.overrides))
+    ordered = sorted(summaries, key=lambda s: (s.suite_label, s.scale, s.mode, s.editor, s.overrides))
     tables = []
-    for dataset, group in groupby(ordered, key=lambda s: s.dataset):
+    for dataset, group in groupby(ordered, key=lambda s: s.suite_label):
         runs = list(group)
         cols = headline_metrics(runs)
         header = ["editor", "n", "mode", *(c.removesuffix("_success") for c in cols), "s/edit", "total s", "peak GB"]
         rows = []
         for s in runs:
-            cells = [
-                "–" if c not in s.post else f"{metric_cell(c, s.post[c])} ({metric_cell(c, s.pre[c])})" if c in s.pre else metric_cell(c, s.post[c])
-                for c in cols
-            ]
+            cells = ["–" if c not in s.post else edited_cell(c, s.post[c], s.pre.get(c)) for c in cols]
+            cells = [x if x == "–" or measurable(c, s.pre) else NOT_MEASURABLE_MARK for c, x in zip(cols, cells)]
             peak = f"{s.peak_memory_mb / 1024:.1f}" if s.peak_memory_mb else "–"
             per_edit = f"{s.seconds_per_edit:.2f}" + (CACHED_MARK if s.from_fit_cache else "")
             rows.append([s.variant, str(s.scale), s.mode, *cells, per_edit, f"{s.total_seconds:.0f}", peak])
@@ -367,6 +400,8 @@ def markdown_tables(tables: list[tuple[str, list[str], list[list[str]]]], images
         md.append("")
     if any(has_cached_fits(rows) for _, _, rows in tables):
         md += [CACHED_NOTE, ""]
+    if any(NOT_MEASURABLE_MARK in r for _, _, rows in tables for r in rows):
+        md += [NOT_MEASURABLE_NOTE, ""]
     for img in images:
         ref = img.relative_to(rel_to) if rel_to is not None else img
         md += [f"![{img.stem}]({ref.as_posix()})", ""]
@@ -383,7 +418,8 @@ def html_report(tables: list[tuple[str, list[str], list[list[str]]]], images: li
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:2em}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
         "img{max-width:100%}</style></head><body>",
-        "<h1>kebench comparison</h1><p>Cells: edited (unedited); rates in %, ngram_entropy in bits.</p>",
+        "<h1>kebench comparison</h1><p>Cells: edited (unedited) and, for rates, the lift over the unedited model; "
+        "rates in % (lift in points), ngram_entropy in bits.</p>",
     ]
     for dataset, header, rows in tables:
         parts.append(f"<h2>{html.escape(dataset)}</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
@@ -391,6 +427,8 @@ def html_report(tables: list[tuple[str, list[str], list[list[str]]]], images: li
         parts.append("</table>")
     if any(has_cached_fits(rows) for _, _, rows in tables):
         parts.append(f"<p>{html.escape(CACHED_NOTE)}</p>")
+    if any(NOT_MEASURABLE_MARK in r for _, _, rows in tables for r in rows):
+        parts.append(f"<p>{html.escape(NOT_MEASURABLE_NOTE)}</p>")
     for img in images:
         data = base64.b64encode(Path(img).read_bytes()).decode()
         parts.append(f"<h3>{html.escape(Path(img).stem)}</h3><img alt='{html.escape(Path(img).stem)}' src='data:image/png;base64,{data}'>")

@@ -164,10 +164,11 @@ def plot_scaling(summaries: list[ResultSummary], out_dir: Path) -> list[Path]:
     colors, styles = style_maps(summaries)
     by_suite: dict[str, list[ResultSummary]] = defaultdict(list)
     for s in summaries:
-        by_suite[s.dataset].append(s)
+        by_suite[s.suite_label].append(s)  # a filtered run (counterfact:known) is a suite of its own
     written: list[Path] = []
-    for dataset, runs in sorted(by_suite.items()):
-        metrics = [m for m in get_suite(dataset).headline if any(m in r.post for r in runs)]
+    for label, runs in sorted(by_suite.items()):
+        dataset = label.replace(":", "-")
+        metrics = [m for m in get_suite(runs[0].dataset).headline if any(m in r.post for r in runs)]
         panels = [*metrics, *COST_PANELS]
         series = scaling_series(runs, colors, styles)
         for figure, title, name in (

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import math
 import random
 import shutil
 import time
@@ -25,7 +26,7 @@ from kebench.config import parse_override, with_overrides
 from kebench.data.case import EditCase, EditRequest, unique_requests
 from kebench.distributed import Shard, local_device
 from kebench.editor import EDITORS, EditHandle, Editor, StackedHandle
-from kebench.errors import ConfigError
+from kebench.errors import ConfigError, DataError
 from kebench.io import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl
 from kebench.models.loaded import LoadedModel, exact_checksum
 from kebench.progress import progress_bar
@@ -62,6 +63,7 @@ class RunConfig:
     chunk_size: int = 64
     load_edits: str | None = None
     device_map: str | None = None
+    case_filter: str | None = None  # --filter: run only the cases CASE_FILTERS[name] keeps (see select_cases)
 
     def validate(self) -> None:
         if self.mode not in ("batch", "sequential"):
@@ -74,21 +76,121 @@ class RunConfig:
             raise ConfigError(f"--scale must be >= 1, got {self.scale}")
         EDITORS.get(self.editor)  # unknown editor -> one-line error with a suggestion
         get_suite(self.dataset)
+        if self.case_filter is not None:
+            case_filter(self.case_filter).check_suite(self.dataset)
 
     def identity(self) -> dict[str, Any]:
         """The fields a checkpoint must agree on to be resumed."""
         d = dataclasses.asdict(self)
         d.pop("chunk_size")
         d.pop("eval_batch_size")
-        if d["device_map"] is None:
-            d.pop("device_map")  # checkpoints written before --device-map existed stay resumable
+        for optional in ("device_map", "case_filter"):
+            if d[optional] is None:
+                d.pop(optional)  # checkpoints written before the option existed stay resumable
         return d
 
 
 def default_out_path(cfg: RunConfig) -> Path:
     model = (cfg.model or "default").strip("/").replace("/", "__")
     tag = f"{cfg.mode}" + (f"-b{cfg.batch_size}" if cfg.mode == "sequential" else "")
-    return Path("runs") / cfg.editor / model / cfg.dataset / f"n{cfg.scale or 'all'}-{tag}-s{cfg.seed}.json"
+    kept = f"-{cfg.case_filter}" if cfg.case_filter else ""
+    return Path("runs") / cfg.editor / model / cfg.dataset / f"n{cfg.scale or 'all'}{kept}-{tag}-s{cfg.seed}.json"
+
+
+@dataclass(frozen=True)
+class CaseFilter:
+    """A --filter: keeps the cases whose unedited-model record passes `keep`, on the suites named."""
+
+    name: str
+    rule: str  # what a kept case is, as results files record it
+    suites: tuple[str, ...]
+    keep: Callable[[dict[str, Any]], bool]
+
+    def check_suite(self, dataset: str) -> None:
+        if dataset not in self.suites:
+            raise ConfigError(
+                f"--filter {self.name} needs the unedited model's rewrite scores, which only {', '.join(self.suites)} "
+                f"record; {dataset!r} has none"
+            )
+
+
+def _knows_true_object(record: dict[str, Any]) -> bool:
+    """The unedited model prefers the true object over the new one on every rewrite prompt: lower
+    length-normalised NLL, the comparison efficacy_success makes (so its pre-edit efficacy is 0)."""
+    try:
+        pairs = record["nll"]["rewrite"]
+    except (KeyError, TypeError):
+        raise DataError(f"case {record.get('case_id')!r}: its unedited record has no rewrite NLLs to filter on") from None
+    return bool(pairs) and all(true < new for new, true in pairs)
+
+
+CASE_FILTERS: dict[str, CaseFilter] = {
+    "known": CaseFilter(
+        "known",
+        "the unedited model gives the true object a lower length-normalised NLL than the new one on the rewrite prompt",
+        ("counterfact", "counterfact-rome", "counterfact-full"),
+        _knows_true_object,
+    ),
+}
+
+
+def case_filter(name: str) -> CaseFilter:
+    if name not in CASE_FILTERS:
+        import difflib
+
+        close = difflib.get_close_matches(name, CASE_FILTERS, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(sorted(CASE_FILTERS))}"
+        raise ConfigError(f"unknown filter {name!r}; {hint}")
+    return CASE_FILTERS[name]
+
+
+def select_cases(
+    cases: Sequence[EditCase], n: int | None, seed: int, flt: CaseFilter,
+    unedited: Callable[[Sequence[EditCase]], dict[str, dict]],
+) -> tuple[list[EditCase], dict[str, Any]]:
+    """The first `n` cases `flt` keeps (all of them when `n` is None), walking the cases in a seeded
+    shuffle (random.Random(seed)); returned in file order, with what the results record about the choice.
+
+    `unedited(cases)` gives their pre-edit records by case id (cached, so a case is scored once).
+    Cases are scored in rounds sized by the kept fraction so far; which cases are kept, and
+    "considered" (the walk up to the n-th kept case), do not depend on the round sizes."""
+    suite = cases[0].suite if cases else "the suite"
+    if n is not None and n > len(cases):
+        raise DataError(f"scale {n} exceeds the {len(cases)} cases in {suite}; use --scale <= {len(cases)}")
+    order = list(cases)
+    random.Random(seed).shuffle(order)
+    want = len(order) if n is None else n
+    kept: list[EditCase] = []
+    walked = considered = 0  # cases scored so far; cases up to and including the last kept one
+    while len(kept) < want and walked < len(order):
+        need = want - len(kept)
+        rate = len(kept) / walked if walked else 1.0
+        block = order[walked : walked + max(need, math.ceil(need / max(rate, 0.05)))]
+        records = unedited(block)
+        walked += len(block)
+        for case in block:
+            if len(kept) == want:
+                break
+            considered += 1
+            if flt.keep(records[case.case_id]):
+                kept.append(case)
+    if n is None:
+        considered = len(order)
+    elif len(kept) < n:
+        raise DataError(
+            f"--filter {flt.name}: only {len(kept)} of the {len(order)} cases in {suite} pass; use --scale <= {len(kept)}"
+        )
+    position = {c.case_id: i for i, c in enumerate(cases)}
+    kept.sort(key=lambda c: position[c.case_id])
+    selection = {
+        "filter": flt.name,
+        "rule": flt.rule,
+        "order": f"random.Random({seed}).shuffle of the {len(order)} cases; the first {len(kept)} kept, run in file order",
+        "considered": considered,
+        "kept": len(kept),
+        "case_ids": [c.case_id for c in kept],
+    }
+    return kept, selection
 
 
 def seed_everything(seed: int) -> None:
@@ -274,7 +376,8 @@ class Run:
         t0 = time.perf_counter()
         suite: Suite = get_suite(cfg.dataset)
         data = suite.load(cfg.data_file, cfg.data_format)
-        cases = suite.sample(data.cases, cfg.scale, cfg.seed)
+        # --filter chooses from the unedited model's records, so its cases are picked once the model is loaded
+        cases = data.cases if cfg.case_filter else suite.sample(data.cases, cfg.scale, cfg.seed)
         self.timer.add("load_data", time.perf_counter() - t0)
 
         editor_cls = EDITORS.get(cfg.editor)
@@ -292,14 +395,24 @@ class Run:
         # The unedited model's records depend only on model, data and evaluation settings, so every
         # editor run on the same cases shares them (cached; a per-case JSONL, so partial work counts too).
         pre_dir = pre_edit_cache_dir(lm, cfg, data.files)
-        refs = self._records(
-            "reference", cases, lambda ch: suite.references(lm, ch, batch_size=ebs), "pre-edit predictions",
-            pre_dir / "reference.jsonl",
-        )
-        pre = self._records(
-            "pre", cases, lambda ch: suite.evaluate(lm, ch, [refs[c.case_id] for c in ch], None, batch_size=ebs),
-            "pre-edit evaluation", pre_dir / "pre.jsonl",
-        )
+
+        def unedited(cs: Sequence[EditCase]) -> tuple[dict[str, dict], dict[str, dict]]:
+            refs = self._records(
+                "reference", cs, lambda ch: suite.references(lm, ch, batch_size=ebs), "pre-edit predictions",
+                pre_dir / "reference.jsonl",
+            )
+            pre = self._records(
+                "pre", cs, lambda ch: suite.evaluate(lm, ch, [refs[c.case_id] for c in ch], None, batch_size=ebs),
+                "pre-edit evaluation", pre_dir / "pre.jsonl",
+            )
+            return refs, pre
+
+        selection = None
+        if cfg.case_filter:
+            cases, selection = select_cases(
+                cases, cfg.scale, cfg.seed, case_filter(cfg.case_filter), lambda cs: unedited(cs)[1]
+            )
+        refs, pre = unedited(cases)
 
         original = exact_checksum(lm.model)
         handle = self._edit(lm, editor, cases)
@@ -361,6 +474,8 @@ class Run:
             },
             "cases": records,
         }
+        if selection is not None:
+            result["selection"] = selection
         if self.shard.active:
             result["run"]["processes"] = self.shard.world
         self.shard.barrier()

@@ -103,7 +103,7 @@ def test_run_defaults_to_counterfact(tmp_path):
 
 def test_scale_above_dataset_size_is_one_line(tmp_path):
     proc = _kebench("run", "--editor", "none", "--dataset", "mquake", "--scale", "5000", "--out", str(tmp_path / "x.json"))
-    assert proc.returncode == 2 and "exceeds the 329 cases" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "exceeds the 325 cases" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_cuda_absent_is_one_line(tmp_path):
@@ -148,7 +148,8 @@ def test_compare_marks_runs_whose_fitting_came_from_the_cache(tmp_path):
     res = runner.invoke(app, ["compare", str(tmp_path), "--markdown", str(tmp_path / "t.md"), "--no-plots"])
     assert res.exit_code == 0, res.output
     md = (tmp_path / "t.md").read_text()
-    assert "| memit | 20 | batch | 95.0 (40.0) | 50.0 (40.0) | 80.0 (40.0) | 50.0 (40.0) | 0.50 |" in md
+    # each rate: edited (unedited) and the lift over the unedited model, in points
+    assert "| memit | 20 | batch | 95.0 (40.0) +55.0 | 50.0 (40.0) +10.0 | 80.0 (40.0) +40.0 | 50.0 (40.0) +10.0 | 0.50 |" in md
     for editor in ("alphaedit", "meg", "ft"):
         assert "| 0.50† |" in md.split(f"| {editor} |")[1].splitlines()[0], editor
     assert "† part of the fitting (or a resumed update's finished layers) was read from the fit cache" in md
@@ -329,3 +330,13 @@ def test_report_github_format_lists_reference_runs_without_a_candidate(tmp_path)
     cand = _result(tmp_path / "c.json", "memit", 0.9, 0.8, dataset="counterfact-rome")
     res = _kebench_env(["report", "--baseline", str(ref), "--candidate", str(cand), "--format", "github"])
     assert res.returncode == 1 and "**FAIL**" in res.stdout and "`memit/counterfact/n20/batch` (r.json)" in res.stdout, res.stdout
+
+
+def test_unknown_filter_and_a_filter_the_suite_cannot_take_are_one_line(tmp_path):
+    for args, message in [
+        (["--dataset", "counterfact", "--filter", "knwon"], "unknown filter 'knwon'; did you mean 'known'?"),
+        (["--dataset", "mquake", "--filter", "known"], "--filter known needs the unedited model's rewrite scores"),
+    ]:
+        proc = _kebench("run", "--editor", "none", "--scale", "2", *args, "--out", str(tmp_path / "r.json"))
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

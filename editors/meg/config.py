@@ -101,7 +101,9 @@ class MeGHParams(HParams):
     diffusion_ema: float = 0.0
     diffusion_sample_steps: int = 10
     diffusion_select_every: int = 0  # 0 = five reconstruction checks over the schedule; the best is kept
-    diffusion_cond_noise: float = 0.0  # train on conditions moved by noise of norm up to this × ‖y‖ (paraphrase robustness)
+    # paraphrase robustness: train on conditions moved by noise of norm up to this × the median relative distance
+    # between a pool prompt's embedding and its paraphrase's (`paraphrase_distance_median` in the stats); 0 = off
+    diffusion_cond_noise: float = 0.0
 
     # misc ---------------------------------------------------------------------------------
     seed: int = 0

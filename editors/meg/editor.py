@@ -130,6 +130,13 @@ class MeGEditor(Editor):
             emb_aug = encoder.encode(aug_texts, hp.encode_batch_size)
             cond = torch.cat([emb_q, emb_aug])
             cond_edit = torch.tensor(list(range(len(queries))) + aug_edit, dtype=torch.long)
+            # how far a paraphrase's embedding sits from its prompt's (held-out pool pairs): the scale of the
+            # generator's condition noise, so that the neighbourhood it trains on is where paraphrases land
+            held_pairs = contrastive_pairs(held_recs, 500, hp.seed + 2)
+            e_prompt = encoder.encode([a for a, _ in held_pairs], hp.encode_batch_size)
+            e_para = encoder.encode([b for _, b in held_pairs], hp.encode_batch_size)
+            para_dist = float(((e_para - e_prompt).norm(dim=-1) / e_prompt.norm(dim=-1).clamp(min=1e-12)).median())
+        stats["paraphrase_distance_median"] = para_dist
 
         familiarity, tau = None, None
         if hp.use_familiarity:
@@ -149,7 +156,9 @@ class MeGEditor(Editor):
             if not keep.any():
                 raise ConfigError("no neuron converged and train_on_failed is off; raise fit_max_steps or fit_lr")
             rows = keep[cond_edit]
-            generator, gen_stats = self._generator(fit.vectors, code, cond[rows], cond_edit[rows], requests, lm.device)
+            generator, gen_stats = self._generator(
+                fit.vectors, code, cond[rows], cond_edit[rows], requests, lm.device, hp.diffusion_cond_noise * para_dist
+            )
             stats.update(gen_stats)
 
         neuron = DynamicNeuron(lm.adapter.mlp(layer), spec)
@@ -248,6 +257,7 @@ class MeGEditor(Editor):
         cond_edit: torch.Tensor,
         requests: Sequence[EditRequest],
         device: torch.device,
+        cond_noise: float = 0.0,
     ) -> tuple[NeuronGenerator, dict[str, Any]]:
         """Diffusion over the neuron code (trained here), or the lookup / subject-oracle upper bounds."""
         hp = self.hparams
@@ -265,7 +275,7 @@ class MeGEditor(Editor):
         settings = DiffusionSettings(
             steps=steps, batch_size=hp.diffusion_batch_size, lr=hp.diffusion_lr, ema=hp.diffusion_ema,
             prediction=hp.diffusion_prediction, sample_steps=hp.diffusion_sample_steps, seed=hp.seed,
-            cond_noise=hp.diffusion_cond_noise, select_every=hp.diffusion_select_every or max(1, steps // 5),
+            cond_noise=cond_noise, select_every=hp.diffusion_select_every or max(1, steps // 5),
         )
         model = DiffusionGenerator(cfg, settings, code).to(device)
         cache = FitCache("meg_generator", "any-model", device.type) if hp.fit_cache else None

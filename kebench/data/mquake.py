@@ -2,15 +2,21 @@
 
 A case applies all its rewrites, then asks multi-hop questions whose answer
 follows only if the edits compose. The multi-hop questions become portability
-probes (answer: `new_answer` and its aliases); the original answers and the
+probes (answer: `new_answer` and its aliases), each asked in MQuAKE's few-shot
+"Q: ... A: ..." format (`multihop_prompt`); the original answers and the
 single-hop chains stay in `extra` for metrics that want them.
+
+Two cases whose rewrites set the same (subject, relation) to different objects cannot both
+hold after editing; `conflicting_cases` finds them and the mquake suites leave them out.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
+
 from kebench.data.case import EditCase, EditRequest, Probe
 from kebench.data.fields import Fields
-from kebench.data.prompts import apply_template
 from kebench.data.zsre import ZSRE_TEMPLATE
 
 EXPECTED = (
@@ -19,12 +25,75 @@ EXPECTED = (
 )
 
 
+#: The demonstrations before each multi-hop question: our own 2-4-hop questions about facts
+#: that MQuAKE-hard does not mention (no subject or answer of the file), in the style of MQuAKE's
+#: `prompts/multihop-prompts.txt` (one "Q: ... A: ..." per line, the answer an entity's name).
+MULTIHOP_FEW_SHOT: tuple[tuple[str, str], ...] = (
+    ("What is the capital of the country where the Eiffel Tower is located?", "Paris"),
+    ("Which continent is the country where Mount Fuji is located in?", "Asia"),
+    ("What is the official language of the country where the Colosseum is located?", "Italian"),
+    ("In which city was the composer of The Magic Flute born?", "Salzburg"),
+    ("What currency is used in the country where the Brandenburg Gate is located?", "Euro"),
+    ("In which country is the city where Albert Einstein was born located?", "Germany"),
+    ("What is the capital of the country where the Statue of Liberty is located?", "Washington, D.C."),
+    ("Which continent is the country where the manufacturer of the Volkswagen Golf is headquartered located in?",
+     "Europe"),
+)
+#: How the multi-hop questions are asked, recorded with each case and result record.
+MULTIHOP_FORMAT = "mquake-few-shot"
+
+
+def multihop_prompt(question: str) -> str:
+    """The few-shot prompt for one multi-hop question: the demonstrations, then "Q: <question> A:".
+
+    The model answers on the same line; its answer is that line (generation stops at its end).
+    """
+    shots = "".join(f"Q: {q} A: {a}\n" for q, a in MULTIHOP_FEW_SHOT)
+    return f"{shots}Q: {question.strip()} A:"
+
+
+def conflicting_cases(cases: Sequence[EditCase]) -> dict[str, list[str]]:
+    """Cases with a rewrite that another case sets to a different object, by case id.
+
+    Two rewrites conflict when they share the subject and the relation (its `relation_id` where
+    the file gives one, else the cloze prompt) but not the new object: no edited model can satisfy
+    both cases. Each value names the conflicting rewrites ("<subject> | <relation>: a / b").
+    """
+    targets: dict[tuple[str, str], set[str]] = defaultdict(set)
+    keyed: list[tuple[str, list[tuple[str, str]]]] = []
+    for case in cases:
+        relation_ids = case.extra.get("relation_ids") or (None,) * len(case.requests)
+        keys = []
+        for request, relation_id in zip(case.requests, relation_ids):
+            key = (request.subject, str(relation_id) if relation_id else request.prompt)
+            targets[key].add(request.target_new)
+            keys.append(key)
+        keyed.append((case.case_id, keys))
+    out: dict[str, list[str]] = {}
+    for case_id, keys in keyed:
+        clashes = [f"{s} | {r}: {' / '.join(sorted(targets[(s, r)]))}" for s, r in dict.fromkeys(keys)
+                   if len(targets[(s, r)]) > 1]
+        if clashes:
+            out[case_id] = clashes
+    return out
+
+
+def drop_conflicting(cases: Sequence[EditCase]) -> tuple[list[EditCase], dict[str, list[str]]]:
+    """`cases` without every case in a conflict (both sides: neither is the right one), and those left out."""
+    conflicts = conflicting_cases(cases)
+    return [c for c in cases if c.case_id not in conflicts], conflicts
+
+
 def _unique(items: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
 def parse_mquake(f: Fields, suite: str, template: str = ZSRE_TEMPLATE) -> EditCase:
-    """One MQuAKE case: one request per rewrite, one portability probe per multi-hop question."""
+    """One MQuAKE case: one request per rewrite, one portability probe per multi-hop question.
+
+    The questions are asked in the few-shot format (`multihop_prompt`), not with `template`,
+    which the other question layouts use; `extra["questions"]` keeps them as written.
+    """
     case_id = str(f.raw("case_id")) if f.has("case_id") else f.record_id
     requests, rewrite_questions, relation_ids = [], [], []
     rewrites = f.items("requested_rewrite")
@@ -48,7 +117,7 @@ def parse_mquake(f: Fields, suite: str, template: str = ZSRE_TEMPLATE) -> EditCa
         case_id=case_id,
         suite=suite,
         requests=tuple(requests),
-        portability=tuple(Probe(apply_template(template, q), new_answers) for q in questions),
+        portability=tuple(Probe(multihop_prompt(q), new_answers) for q in questions),
         extra={
             "questions": questions,
             "answer": f.text("answer") if f.has("answer") else None,
@@ -58,6 +127,6 @@ def parse_mquake(f: Fields, suite: str, template: str = ZSRE_TEMPLATE) -> EditCa
             "rewrite_questions": tuple(rewrite_questions),
             "relation_ids": tuple(relation_ids),
             "portability_kinds": ("multi_hop",) * len(questions),
-            "template": template,
+            "prompt_format": MULTIHOP_FORMAT,
         },
     )

@@ -1,13 +1,19 @@
 """MQuAKE metrics: do single edits take, and do multi-hop questions follow from them?
 
 - edit-wise accuracy: fraction of a case's edits whose filled cloze prompt greedily
-  generates the new object;
+  generates the new object: the SQuAD-normalised continuation begins with it (`starts_with`;
+  a cloze continuation goes on after the object, and an object named later in the line, as in
+  "... is German, and the official language of the EU is English.", is not the model's answer);
 - multi-hop accuracy: the case counts if ANY of its (paraphrased) multi-hop questions is
-  answered with the new answer or an alias (MQuAKE's rule);
+  answered with the new answer or an alias (MQuAKE's rule). Each question is asked after
+  MQuAKE-style few-shot demonstrations (`kebench.data.mquake.multihop_prompt`), generation
+  stops at the end of the answer line, and the line must BE the answer or an alias after SQuAD
+  normalisation (`exact_match`), as MQuAKE compares answers;
 - `*_original`: the same against the pre-edit facts (each edit's `target_true`; the case's
   `extra["answer"]`/`extra["answer_alias"]`), so an unedited model scores meaningfully.
-Answers match when they occur as whole words in the normalised first line of the
-generation (`contains_match`): models answer "Paris" or "It is Paris".
+
+Records name this protocol (`protocol`: "mquake-few-shot-em"); records without it were scored with
+the zsRE question template, every answer (edits too) counted where it occurred in the first line.
 """
 
 from __future__ import annotations
@@ -15,10 +21,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from transformers import StoppingCriteriaList
+
 from kebench.data.case import EditCase
+from kebench.data.mquake import MULTIHOP_FORMAT
 from kebench.errors import DataError
-from kebench.metrics.text import contains_match
-from kebench.scoring import Condition, greedy_generate
+from kebench.metrics.text import answer_text, exact_match, first_line
+from kebench.metrics.zsre import _AnswerLineEnd
+from kebench.scoring import Condition, _by_length, _condition, _evaluating, _generation_config, _pad_id, greedy_generate
+from kebench.tokens import encode_prompt, pad_left
+
+
+#: What a record was scored by: multi-hop questions asked few-shot (`MULTIHOP_FORMAT`), exact match;
+#: cloze edits by the normalised continuation's start.
+PROTOCOL = f"{MULTIHOP_FORMAT}-em"
 
 
 def _original_answers(case: EditCase) -> tuple[str, ...]:
@@ -29,6 +45,13 @@ def _original_answers(case: EditCase) -> tuple[str, ...]:
             "load it from an MQuAKE file with 'answer' and 'answer_alias'"
         )
     return (answer, *case.extra.get("answer_alias", ()))
+
+
+def starts_with(generation: str, target: str) -> bool:
+    """The generation's first line, SQuAD-normalised, begins with the normalised target as whole tokens."""
+    want = answer_text(target).split() or answer_text(target, articles=False).split()
+    got = answer_text(generation, articles=bool(answer_text(target))).split()
+    return bool(want) and got[: len(want)] == want
 
 
 def mquake_record(
@@ -43,22 +66,70 @@ def mquake_record(
     """One case's record from its generations; questions absent -> no multi-hop fields."""
     if not edit_generations or len(edit_generations) != len(new_targets) or len(new_targets) != len(true_targets):
         raise ValueError("mquake_record needs one generation, new and true target per edit")
-    new_hits = [contains_match(g, t) for g, t in zip(edit_generations, new_targets)]
-    old_hits = [contains_match(g, t) for g, t in zip(edit_generations, true_targets)]
+    new_hits = [starts_with(g, t) for g, t in zip(edit_generations, new_targets)]
+    old_hits = [starts_with(g, t) for g, t in zip(edit_generations, true_targets)]
     record: dict[str, Any] = {
         "case_id": case_id,
         "edit_accuracy": sum(new_hits) / len(new_hits),
         "edit_accuracy_original": sum(old_hits) / len(old_hits),
     }
     if question_generations:
-        q_new = [contains_match(g, a) for g, a in zip(question_generations, new_answers, strict=True)]
-        q_old = [contains_match(g, original_answers) for g in question_generations]
+        q_new = [exact_match(g, a) for g, a in zip(question_generations, new_answers, strict=True)]
+        q_old = [exact_match(g, original_answers) for g in question_generations]
         record["multihop_accuracy"] = float(any(q_new))
         record["multihop_accuracy_original"] = float(any(q_old))
         record["multihop_question_accuracy"] = sum(q_new) / len(q_new)
         record["multihop_question_accuracy_original"] = sum(q_old) / len(q_old)
+    record["protocol"] = PROTOCOL
     record["generations"] = {"edits": list(edit_generations), "questions": list(question_generations)}
     return record
+
+
+def answer_lines(
+    lm: Any,
+    prompts: Sequence[str],
+    asked: Sequence[str],
+    *,
+    max_new_tokens: int = 20,
+    batch_size: int = 32,
+    condition: Condition | None = None,
+) -> list[str]:
+    """Greedy answer line of each few-shot prompt, in input order; each row stops at the end of its line.
+
+    `condition` receives `asked` (the questions as written, one per prompt) rather than the prompts:
+    the demonstrations are the harness's, so a query-dependent editor decides on the question.
+    """
+    if len(asked) != len(prompts):
+        raise ValueError(f"answer_lines needs one question per prompt, got {len(asked)} for {len(prompts)}")
+    tok, model = lm.tokenizer, lm.model
+    encoded = [encode_prompt(tok, p) for p in prompts]
+    order = _by_length([len(e) for e in encoded])
+    pad = _pad_id(tok)
+    config = _generation_config(model, tok, max_new_tokens, pad)
+    results: list[str | None] = [None] * len(encoded)
+    with _evaluating(model):
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            input_ids, attention = pad_left([encoded[i] for i in batch], pad)
+            width = input_ids.shape[1]
+            with _condition(condition, [asked[i] for i in batch]):
+                out = model.generate(
+                    input_ids=input_ids.to(lm.device),
+                    attention_mask=attention.to(lm.device),
+                    generation_config=config,
+                    stopping_criteria=StoppingCriteriaList([_AnswerLineEnd(tok, width)]),
+                )
+            texts = tok.batch_decode(out[:, width:].cpu(), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+            for row, i in enumerate(batch):
+                results[i] = first_line(texts[row])
+    assert all(r is not None for r in results)
+    return results  # type: ignore[return-value]
+
+
+def _asked(case: EditCase) -> list[str]:
+    """The multi-hop questions as written (for `condition`); the probe prompts where a case lacks them."""
+    questions = list(case.extra.get("questions") or ())
+    return questions if len(questions) == len(case.portability) else [p.prompt for p in case.portability]
 
 
 def mquake_evaluate(
@@ -69,31 +140,39 @@ def mquake_evaluate(
     batch_size: int = 32,
     max_new_tokens: int = 20,
 ) -> list[dict[str, Any]]:
-    """Score a chunk of MQuAKE cases on the (edited) model with one `greedy_generate` call."""
-    prompts: list[str] = []
+    """Score a chunk of MQuAKE cases on the (edited) model: one `greedy_generate` call for the cloze
+    prompts, one `answer_lines` call for the few-shot multi-hop questions."""
+    cloze: list[str] = []
+    questions: list[str] = []
+    asked: list[str] = []
     for case in cases:
         for request in case.requests:
             if request.target_true is None:
                 raise DataError(f"MQuAKE case {case.case_id} has an edit without target_true: reload the MQuAKE file")
-        prompts.extend(r.text for r in case.requests)
-        prompts.extend(p.prompt for p in case.portability)
-    outputs = greedy_generate(lm, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, condition=condition)
+        cloze.extend(r.text for r in case.requests)
+        questions.extend(p.prompt for p in case.portability)
+        asked.extend(_asked(case))
+    edit_out = greedy_generate(lm, cloze, max_new_tokens=max_new_tokens, batch_size=batch_size, condition=condition)
+    question_out = (
+        answer_lines(lm, questions, asked, max_new_tokens=max_new_tokens, batch_size=batch_size, condition=condition)
+        if questions else []
+    )
 
-    records, k = [], 0
+    records, k, j = [], 0, 0
     for case in cases:
         n_edits, n_questions = len(case.requests), len(case.portability)
-        edits, questions = outputs[k : k + n_edits], outputs[k + n_edits : k + n_edits + n_questions]
-        k += n_edits + n_questions
+        edits, answers = edit_out[k : k + n_edits], question_out[j : j + n_questions]
+        k, j = k + n_edits, j + n_questions
         records.append(
             mquake_record(
                 case.case_id,
                 edits,
                 [r.target_new for r in case.requests],
                 [r.target_true or "" for r in case.requests],
-                questions,
+                answers,
                 [p.answers for p in case.portability],
                 _original_answers(case),
             )
         )
-    assert k == len(outputs)
+    assert k == len(edit_out) and j == len(question_out)
     return records

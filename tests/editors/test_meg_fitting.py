@@ -120,3 +120,28 @@ def test_zero_neurons_score_like_the_unedited_model(lm):
     ok, nll = evaluate_neurons(lm, REQUESTS, NeuronSpec(32), 2, torch.zeros(3, 64))
     assert torch.allclose(nll, res.baseline_nll, atol=1e-5)
     assert torch.equal(ok, res.baseline_efficacy)
+
+
+def test_fitting_inside_a_code_subspace_gives_exact_codes_and_keys_the_cache_by_the_code(lm, tmp_path):
+    """Neurons fitted inside a NeuronCode's subspace: every edit still converges, each neuron is exactly
+    `code.decode(its code)`, and a fit cached under one code is not reused under another."""
+    from editors.meg.code import NeuronCode
+
+    spec = NeuronSpec(32)
+    extra = [
+        EditRequest("The official language of {} is", "Brazil", "German", "Portuguese", "d"),
+        EditRequest("{} was founded in the city of", "Toyota", "Lyon", "Koromo", "e"),
+    ]
+    pilot = fit_neurons(lm, REQUESTS + extra, spec, layer=2, max_steps=150)
+    code = NeuronCode.pca(pilot.vectors, 4)
+    assert code.size == 4
+    cache = FitCache("meg_neurons", exact_checksum(lm.model), "cpu", tmp_path)
+    res = fit_neurons(lm, REQUESTS, spec, layer=2, lr=0.1, max_steps=300, code=code, cache=cache)
+    assert res.codes is not None and res.codes.shape == (3, 4)
+    assert torch.allclose(res.vectors, code.decode(res.codes), atol=1e-6)
+    assert res.converged.all() and res.efficacy.all()
+    ok, _ = evaluate_neurons(lm, REQUESTS, spec, 2, res.vectors)
+    assert ok.all()
+    other = NeuronCode.pca(pilot.vectors, 3)
+    fit_neurons(lm, REQUESTS, spec, layer=2, lr=0.1, max_steps=300, code=other, cache=cache)
+    assert (cache.hits, cache.misses) == (0, 2)
