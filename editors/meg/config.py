@@ -97,7 +97,9 @@ class MeGHParams(HParams):
     diffusion_steps: int = 0  # set to override the visits budget
     diffusion_batch_size: int = 256
     diffusion_lr: float = 1e-3
-    diffusion_prediction: str = "x0"  # x0 | v
+    # x0 | v. At 1,000 CounterFact edits x0 wins: generated neurons at median relative error 0.107 vs 0.471,
+    # 99.9% vs 95.3% efficacy without the gate, Score 80.9 vs 78.7 (paraphrase 87.5 vs 79.5)
+    diffusion_prediction: str = "x0"
     diffusion_ema: float = 0.0
     diffusion_sample_steps: int = 10
     diffusion_select_every: int = 0  # 0 = five reconstruction checks over the schedule; the best is kept
