@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from kebench.errors import ModelError
 from kebench.tokens import encode_prompt, encode_target, pad_left, pad_right
@@ -197,6 +198,22 @@ def _generation_config(model: torch.nn.Module, tokenizer: Any, max_new_tokens: i
     return config
 
 
+def _first_line(text: str) -> str:
+    """The text up to its first newline, ignoring newlines before any content (see kebench.metrics.text)."""
+    return text.lstrip().split("\n", 1)[0]
+
+
+class AnswerLineEnd(StoppingCriteria):
+    """Per row: done once the new text has a newline after some content (the answer line is complete)."""
+
+    def __init__(self, tokenizer: Any, width: int) -> None:
+        self.tokenizer, self.width = tokenizer, width
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.width :], skip_special_tokens=True)
+        return torch.tensor(["\n" in t.lstrip() for t in texts], dtype=torch.bool, device=input_ids.device)
+
+
 def greedy_generate(
     lm: LoadedModel,
     prompts: Sequence[str],
@@ -204,12 +221,22 @@ def greedy_generate(
     max_new_tokens: int = 20,
     batch_size: int = 32,
     condition: Condition | None = None,
+    encoded: Sequence[list[int]] | None = None,
+    asked: Sequence[str] | None = None,
+    answer_line: bool = False,
 ) -> list[str]:
-    """Greedy continuation of each prompt (new tokens only, special tokens dropped), in input order."""
+    """Greedy continuation of each prompt (new tokens only, special tokens dropped), in input order.
+
+    `encoded`: the prompts' ids when they are not the plain encoding (a chat template); `asked`: the text
+    `condition` receives per prompt when it is not the prompt (the question inside a few-shot prompt);
+    `answer_line`: each row stops at the end of its first line, and that line is returned."""
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError(f"batch_size and max_new_tokens must be >= 1, got {batch_size}, {max_new_tokens}")
+    if asked is not None and len(asked) != len(prompts):
+        raise ValueError(f"greedy_generate needs one asked text per prompt, got {len(asked)} for {len(prompts)}")
     tok, model = lm.tokenizer, lm.model
-    encoded = [encode_prompt(tok, p) for p in prompts]
+    encoded = list(encoded) if encoded is not None else [encode_prompt(tok, p) for p in prompts]
+    asked = asked if asked is not None else prompts
     order = _by_length([len(e) for e in encoded])
     pad = _pad_id(tok)
     config = _generation_config(model, tok, max_new_tokens, pad)
@@ -220,15 +247,17 @@ def greedy_generate(
             batch = order[start : start + batch_size]
             input_ids, attention = pad_left([encoded[i] for i in batch], pad)
             width = input_ids.shape[1]
-            with _condition(condition, [prompts[i] for i in batch]):
+            stop = StoppingCriteriaList([AnswerLineEnd(tok, width)]) if answer_line else None
+            with _condition(condition, [asked[i] for i in batch]):
                 out = model.generate(
                     input_ids=input_ids.to(lm.device),
                     attention_mask=attention.to(lm.device),
                     generation_config=config,
+                    stopping_criteria=stop,
                 )
             texts = tok.batch_decode(out[:, width:].cpu(), skip_special_tokens=True, clean_up_tokenization_spaces=False)
             for row, i in enumerate(batch):
-                results[i] = texts[row]
+                results[i] = _first_line(texts[row]) if answer_line else texts[row]
 
     assert all(r is not None for r in results) and len(results) == len(prompts)
     return results  # type: ignore[return-value]

@@ -21,15 +21,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from transformers import StoppingCriteriaList
-
 from kebench.data.case import EditCase
 from kebench.data.mquake import MULTIHOP_FORMAT
 from kebench.errors import DataError
-from kebench.metrics.text import answer_text, exact_match, first_line
-from kebench.metrics.zsre import _AnswerLineEnd
-from kebench.scoring import Condition, _by_length, _condition, _evaluating, _generation_config, _pad_id, greedy_generate
-from kebench.tokens import encode_prompt, pad_left
+from kebench.metrics.text import answer_text, exact_match
+from kebench.scoring import Condition, greedy_generate
 
 
 #: What a record was scored by: multi-hop questions asked few-shot (`MULTIHOP_FORMAT`), exact match;
@@ -101,29 +97,8 @@ def answer_lines(
     """
     if len(asked) != len(prompts):
         raise ValueError(f"answer_lines needs one question per prompt, got {len(asked)} for {len(prompts)}")
-    tok, model = lm.tokenizer, lm.model
-    encoded = [encode_prompt(tok, p) for p in prompts]
-    order = _by_length([len(e) for e in encoded])
-    pad = _pad_id(tok)
-    config = _generation_config(model, tok, max_new_tokens, pad)
-    results: list[str | None] = [None] * len(encoded)
-    with _evaluating(model):
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            input_ids, attention = pad_left([encoded[i] for i in batch], pad)
-            width = input_ids.shape[1]
-            with _condition(condition, [asked[i] for i in batch]):
-                out = model.generate(
-                    input_ids=input_ids.to(lm.device),
-                    attention_mask=attention.to(lm.device),
-                    generation_config=config,
-                    stopping_criteria=StoppingCriteriaList([_AnswerLineEnd(tok, width)]),
-                )
-            texts = tok.batch_decode(out[:, width:].cpu(), skip_special_tokens=True, clean_up_tokenization_spaces=False)
-            for row, i in enumerate(batch):
-                results[i] = first_line(texts[row])
-    assert all(r is not None for r in results)
-    return results  # type: ignore[return-value]
+    return greedy_generate(lm, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, condition=condition,
+                           asked=asked, answer_line=True)
 
 
 def _asked(case: EditCase) -> list[str]:

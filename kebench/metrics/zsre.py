@@ -24,14 +24,12 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
 
 from kebench.data.case import EditCase
 from kebench.errors import ConfigError, DataError
-from kebench.metrics.text import exact_match, first_line, same_answer, span_match
-from kebench.scoring import Condition, _by_length, _condition, _evaluating, _generation_config, _pad_id, score_targets
-from kebench.tokens import encode_prompt, pad_left
+from kebench.metrics.text import exact_match, same_answer, span_match
+from kebench.scoring import Condition, greedy_generate, score_targets
+from kebench.tokens import encode_prompt
 
 #: Environment switch for the chat template in ZsRE generation: "1" (default) applies it where the
 #: tokenizer has one, "0" generates from the bare prompt (the protocol of runs before it existed).
@@ -68,17 +66,6 @@ def encode_question(tokenizer: Any, prompt: str, fmt: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-class _AnswerLineEnd(StoppingCriteria):
-    """Per row: done once the new text has a newline after some content (the answer line is complete)."""
-
-    def __init__(self, tokenizer: Any, width: int) -> None:
-        self.tokenizer, self.width = tokenizer, width
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        texts = self.tokenizer.batch_decode(input_ids[:, self.width :], skip_special_tokens=True)
-        return torch.tensor(["\n" in t.lstrip() for t in texts], dtype=torch.bool, device=input_ids.device)
-
-
 def generate_answers(
     lm: Any,
     prompts: Sequence[str],
@@ -94,31 +81,9 @@ def generate_answers(
     template) and each row stops at the end of its first line. `condition` still receives the
     prompts as written, so query-dependent editors see the text they were fitted on.
     """
-    if batch_size < 1 or max_new_tokens < 1:
-        raise ValueError(f"batch_size and max_new_tokens must be >= 1, got {batch_size}, {max_new_tokens}")
-    tok, model = lm.tokenizer, lm.model
-    encoded = [encode_question(tok, p, fmt) for p in prompts]
-    order = _by_length([len(e) for e in encoded])
-    pad = _pad_id(tok)
-    config = _generation_config(model, tok, max_new_tokens, pad)
-    results: list[str | None] = [None] * len(encoded)
-    with _evaluating(model):
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            input_ids, attention = pad_left([encoded[i] for i in batch], pad)
-            width = input_ids.shape[1]
-            with _condition(condition, [prompts[i] for i in batch]):
-                out = model.generate(
-                    input_ids=input_ids.to(lm.device),
-                    attention_mask=attention.to(lm.device),
-                    generation_config=config,
-                    stopping_criteria=StoppingCriteriaList([_AnswerLineEnd(tok, width)]),
-                )
-            texts = tok.batch_decode(out[:, width:].cpu(), skip_special_tokens=True, clean_up_tokenization_spaces=False)
-            for row, i in enumerate(batch):
-                results[i] = first_line(texts[row])
-    assert all(r is not None for r in results)
-    return results  # type: ignore[return-value]
+    encoded = [encode_question(lm.tokenizer, p, fmt) for p in prompts]
+    return greedy_generate(lm, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, condition=condition,
+                           encoded=encoded, answer_line=True)
 
 
 def token_agreement(after: Sequence[int], before: Sequence[int]) -> float:

@@ -88,7 +88,8 @@ def test_evaluate_and_forced_answer_matches(tiny_lm, push_word, count_calls):
     lines = count_calls(mq, "answer_lines")
     # one new token: the forced model says " Paris" (with more, "Paris Paris", which is not the answer)
     (record,) = mq.mquake_evaluate(tiny_lm, [_case()], push_word("Paris"), max_new_tokens=1)
-    assert generator.calls == 1 and lines.calls == 1  # cloze prompts, then the few-shot questions
+    # one batched generation for the cloze prompts, one (inside answer_lines) for the few-shot questions
+    assert generator.calls == 2 and lines.calls == 1
     assert record["case_id"] == "m1"
     assert record["edit_accuracy"] == 0.5  # the France edit generates Paris, the Bob edit wanted Germany
     assert record["multihop_accuracy"] == 1.0 and record["multihop_question_accuracy"] == 1.0
