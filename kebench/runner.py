@@ -24,12 +24,14 @@ import torch
 from kebench import __version__
 from kebench.config import parse_override, with_overrides
 from kebench.data.case import EditCase, EditRequest, unique_requests
+from kebench.data.suites import check_scale
 from kebench.distributed import Shard, local_device
 from kebench.editor import EDITORS, EditHandle, Editor, StackedHandle
 from kebench.errors import ConfigError, DataError
 from kebench.io import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl
 from kebench.models.loaded import LoadedModel, exact_checksum
 from kebench.progress import progress_bar
+from kebench.registry import Registry
 from kebench.provenance import git_state, hardware, package_versions, peak_memory_mb
 from kebench.suites import Suite, get_suite, post_metrics
 
@@ -63,7 +65,7 @@ class RunConfig:
     chunk_size: int = 64
     load_edits: str | None = None
     device_map: str | None = None
-    case_filter: str | None = None  # --filter: run only the cases CASE_FILTERS[name] keeps (see select_cases)
+    case_filter: str | None = None  # --filter: run only the cases CASE_FILTERS.get(name) keeps (see select_cases)
 
     def validate(self) -> None:
         if self.mode not in ("batch", "sequential"):
@@ -124,24 +126,18 @@ def _knows_true_object(record: dict[str, Any]) -> bool:
     return bool(pairs) and all(true < new for new, true in pairs)
 
 
-CASE_FILTERS: dict[str, CaseFilter] = {
-    "known": CaseFilter(
-        "known",
-        "the unedited model gives the true object a lower length-normalised NLL than the new one on the rewrite prompt",
-        ("counterfact", "counterfact-rome", "counterfact-full"),
-        _knows_true_object,
-    ),
-}
+CASE_FILTERS: Registry[CaseFilter] = Registry("filter")
+CASE_FILTERS.register("known", CaseFilter(
+    "known",
+    "the unedited model gives the true object a lower length-normalised NLL than the new one on the rewrite prompt",
+    ("counterfact", "counterfact-rome", "counterfact-full"),
+    _knows_true_object,
+))
 
 
 def case_filter(name: str) -> CaseFilter:
-    if name not in CASE_FILTERS:
-        import difflib
-
-        close = difflib.get_close_matches(name, CASE_FILTERS, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(sorted(CASE_FILTERS))}"
-        raise ConfigError(f"unknown filter {name!r}; {hint}")
-    return CASE_FILTERS[name]
+    """The --filter named `name` (an unknown name is a one-line error with a suggestion)."""
+    return CASE_FILTERS.get(name)
 
 
 def select_cases(
@@ -155,8 +151,8 @@ def select_cases(
     Cases are scored in rounds sized by the kept fraction so far; which cases are kept, and
     "considered" (the walk up to the n-th kept case), do not depend on the round sizes."""
     suite = cases[0].suite if cases else "the suite"
-    if n is not None and n > len(cases):
-        raise DataError(f"scale {n} exceeds the {len(cases)} cases in {suite}; use --scale <= {len(cases)}")
+    if n is not None:
+        check_scale(cases, n)
     order = list(cases)
     random.Random(seed).shuffle(order)
     want = len(order) if n is None else n

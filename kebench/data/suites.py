@@ -197,13 +197,18 @@ def load_cases(
     return data_spec(suite).load(path, fmt, template)
 
 
-def sample_cases(cases: Sequence[EditCase], n: int, seed: int) -> list[EditCase]:
-    """`n` cases drawn with random.Random(seed), kept in their original order (deterministic)."""
+def check_scale(cases: Sequence[EditCase], n: int) -> None:
+    """A one-line error unless 1 <= `n` <= the number of `cases`."""
     suite = cases[0].suite if cases else "the suite"
     if n < 1:
         raise DataError(f"scale {n} must be at least 1; use --scale >= 1")
     if n > len(cases):
         raise DataError(f"scale {n} exceeds the {len(cases)} cases in {suite}; use --scale <= {len(cases)}")
+
+
+def sample_cases(cases: Sequence[EditCase], n: int, seed: int) -> list[EditCase]:
+    """`n` cases drawn with random.Random(seed), kept in their original order (deterministic)."""
+    check_scale(cases, n)
     picked = sorted(random.Random(seed).sample(range(len(cases)), n))
     return [cases[i] for i in picked]
 
