@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kebench.errors import KebenchError
+from kebench.errors import ConfigError, KebenchError
+
+if TYPE_CHECKING:
+    from kebench.compare import GateResult
 
 app = typer.Typer(
     add_completion=False,
@@ -36,7 +40,13 @@ def run(
     model: Annotated[Optional[str], typer.Option(help="Hub id, HF folder or .gguf file (default: embedded SmolLM2-135M-Instruct).")] = None,
     mode: Annotated[str, typer.Option(help="batch: all cases in one edit; sequential: --batch-size cases per step.")] = "batch",
     batch_size: Annotated[Optional[int], typer.Option(help="Cases per editing step in sequential mode.")] = None,
-    seed: Annotated[int, typer.Option(help="Seeds sampling, editors and evaluation.")] = 0,
+    eval_at: Annotated[Optional[str], typer.Option(help=(
+        "Sequential mode: also evaluate each step's cases right after their step (immediate) and every case edited "
+        "so far at these case counts, e.g. immediate,500,1000 (retention; `kebench plot` draws the curve)."))] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seeds sampling, editors and evaluation (default 0).")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help=(
+        "Several seeds, e.g. 0,1,2: one run and one results file each (an --out path gets -s<seed> before .json); "
+        "`kebench compare` pools them into one row."))] = None,
     out: Annotated[Optional[Path], typer.Option(help="Results JSON (default: runs/<editor>/<model>/<dataset>/...).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing results file / checkpoint.")] = False,
@@ -49,6 +59,9 @@ def run(
     eval_batch_size: Annotated[int, typer.Option(help="Prompts per forward pass during evaluation.")] = 32,
     save_edits: Annotated[Optional[Path], typer.Option(help="Write the fitted edit to this folder.")] = None,
     load_edits: Annotated[Optional[Path], typer.Option(help="Evaluate an edit saved with --save-edits instead of fitting.")] = None,
+    general: Annotated[bool, typer.Option(help=(
+        "Measure general ability before and after editing: held-out WikiText perplexity, ROME's known facts "
+        "retained, fluency on generic prompts (about a minute per measurement on a 2-core CPU)."))] = True,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Edit a model with one editor on one suite and write a results JSON with full provenance.
@@ -63,6 +76,7 @@ def run(
     progress.set_enabled(not quiet and shard.is_main)
     if load_edits is not None and not load_edits.exists():
         raise KebenchError(f"--load-edits folder {load_edits} does not exist")
+    chosen = _seed_list(seed, seeds, several_allowed=load_edits is None)
     cfg = RunConfig(
         editor=editor,
         dataset=dataset,
@@ -70,7 +84,7 @@ def run(
         model=model,
         mode=mode,
         batch_size=batch_size,
-        seed=seed,
+        seed=chosen[0],
         data_file=str(data_file) if data_file else None,
         data_format=data_format,
         device=device,
@@ -80,17 +94,54 @@ def run(
         load_edits=str(load_edits) if load_edits else None,
         device_map=device_map,
         case_filter=case_filter,
+        general=general,
+        eval_at=eval_at,
     )
-    runner = Run(cfg, out, resume=resume, overwrite=overwrite, save_edits=save_edits, shard=shard)
-    result = runner.execute()
-    if not shard.is_main:
-        return
-    _print_summary(result)
-    console.print(f"results: [bold]{runner.out}[/bold]")
+    # every seed's run set up (and its output checked) before the first one starts
+    runners = [
+        Run(replace(cfg, seed=s), _seeded(out, s, seeds), resume=resume, overwrite=overwrite,
+            save_edits=_seeded(save_edits, s, seeds), shard=shard)
+        for s in chosen
+    ]
+    for runner in runners:
+        result = runner.execute()
+        if shard.is_main:
+            _print_summary(result)
+            console.print(f"results: [bold]{runner.out}[/bold]")
+
+
+def _seed_list(seed: int | None, seeds: str | None, *, several_allowed: bool) -> list[int]:
+    """The seeds to run: --seed N, or the comma-separated --seeds list (default: 0)."""
+    if seeds is None:
+        return [0 if seed is None else seed]
+    if seed is not None:
+        raise ConfigError("pass --seed N or --seeds A,B,C, not both")
+    try:
+        chosen = [int(part) for part in seeds.split(",")]
+        if any(s < 0 for s in chosen):
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"cannot read --seeds {seeds!r}; write seeds >= 0 as a comma-separated list, e.g. --seeds 0,1,2") from None
+    twice = sorted({s for s in chosen if chosen.count(s) > 1})
+    if twice:
+        raise ConfigError(f"--seeds lists seed {twice[0]} more than once; give each seed once")
+    if len(chosen) > 1 and not several_allowed:
+        raise ConfigError("--load-edits evaluates one saved edit, fitted on one seed's cases; run it with one --seed")
+    return chosen
+
+
+def _seeded(path: Path | None, seed: int, seeds: str | None) -> Path | None:
+    """`path` for one of several --seeds: results.json -> results-s1.json, a folder edits -> edits-s1."""
+    if path is None or seeds is None:
+        return path
+    if path.suffix == ".json":
+        return path.with_name(f"{path.stem}-s{seed}.json")
+    return path.with_name(f"{path.name}-s{seed}")
 
 
 def _print_summary(result: dict) -> None:
     from kebench.compare import metric_cell
+    from kebench.diagnostics import summary_line
     from kebench.suites import get_suite
 
     suite = get_suite(result["run"]["dataset"])
@@ -102,11 +153,22 @@ def _print_summary(result: dict) -> None:
     for name in suite.headline:
         if name in post:
             table.add_row(name, metric_cell(name, pre.get(name)), metric_cell(name, post[name]))
+    general = result["metrics"].get("general")
+    if general:
+        g0, g1 = general["pre"], general["post"]
+        table.add_row("perplexity (WikiText, held out)", f"{g0['perplexity']:.2f}", f"{g1['perplexity']:.2f}")
+        table.add_row("known facts retained", f"{g0['known_facts']} known", metric_cell("retained_knowledge", g1["retained_knowledge"]))
+        table.add_row("generic fluency", metric_cell("generic_fluency", g0["generic_fluency"]), metric_cell("generic_fluency", g1["generic_fluency"]))
     console.print(table)
+    if general and general.get("alarm"):
+        console.print(f"[bold red]warning:[/bold red] {escape(general['alarm'])}")
     t = result["timings_s"]
     console.print(
         "time: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()) + f"; {result['seconds_per_edit']:.3f} s/edit"
     )
+    weights = summary_line(result.get("editor_stats") or [])  # collapse diagnostics of weight editors
+    if weights:
+        console.print(weights)
 
 
 @app.command()
@@ -115,16 +177,30 @@ def compare(
     markdown: Annotated[Optional[Path], typer.Option(help="Also write the tables (and scaling plots) as markdown here.")] = None,
     html: Annotated[Optional[Path], typer.Option(help="Also write a self-contained HTML report with the scaling plots.")] = None,
     plots: Annotated[bool, typer.Option(help="Render scaling plots for the markdown/HTML report.")] = True,
+    ci: Annotated[bool, typer.Option("--ci", help=(
+        "Show a run's edited values ± half the width of their bootstrap interval over cases (stored in the results "
+        "file, or computed from its per-case records for older files)."))] = False,
+    level: Annotated[float, typer.Option(help="Confidence level of the --ci intervals.")] = 0.95,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples of the --ci intervals.")] = 1000,
 ) -> None:
-    """Show several results side by side: one table per suite, a row per editor / scale / mode."""
+    """Show several results side by side: one table per suite, a row per editor / scale / mode.
+
+    Runs that differ only in seed (`kebench run --seeds 0,1,2`) are pooled into one row: their mean ± the
+    standard deviation across the seeds."""
     from kebench.compare import (
         CACHED_NOTE, comparison_tables, expand_paths, has_cached_fits, html_report, load_result, markdown_tables,
+        plusminus_note,
     )
     from kebench.io import atomic_write_text
+    from kebench.metrics.uncertainty import check_level
     from kebench.plot import plot_scaling
 
-    summaries = [load_result(p) for p in expand_paths(results)]
-    tables = comparison_tables(summaries)
+    if ci:
+        check_level(level, resamples)
+    summaries = [load_result(p, level=level if ci else None, n_resamples=resamples) for p in expand_paths(results)]
+    tables = comparison_tables(summaries, ci=ci)
+    note = plusminus_note(tables, level if ci else None)
+    notes = [note] if note else []
     if console.is_terminal:
         for dataset, header, rows in tables:
             # every cell escaped: rich would read a label's `[familiarity=similarity]` as markup and drop it
@@ -133,17 +209,19 @@ def compare(
                 table.add_column(escape(c), justify="left" if c in ("editor", "mode") else "right")
             for row in rows:
                 table.add_row(*(escape(cell) for cell in row))
-            if has_cached_fits(rows):
-                table.caption = escape(CACHED_NOTE)
+            captions = ([CACHED_NOTE] if has_cached_fits(rows) else []) + notes
+            if captions:
+                table.caption = escape(" ".join(captions))
             console.print(table)
     else:  # piped (a CI log, a file): markdown tables, whole rows, never cut to the console's width
         print("Cells: edited (unedited) and the lift over the unedited model; rates in %.\n")
-        print(markdown_tables(tables), end="", flush=True)
+        print(markdown_tables(tables, notes=notes), end="", flush=True)
     for target, render in ((markdown, "markdown"), (html, "html")):
         if target is None:
             continue
         images = plot_scaling(summaries, target.parent / f"{target.stem}_plots") if plots else []
-        text = markdown_tables(tables, images, target.parent) if render == "markdown" else html_report(tables, images)
+        text = (markdown_tables(tables, images, target.parent, notes) if render == "markdown"
+                else html_report(tables, images, notes))
         atomic_write_text(target, text)
         console.print(f"{render}: {escape(str(target))}", soft_wrap=True)
 
@@ -153,35 +231,48 @@ class ReportFormat(str, Enum):
     github = "github"
 
 
-def _github_summary(pairs: list, regressions: list, missing: list, tolerance: float) -> str:
-    """The gate's verdict for a GitHub job summary: a heading, PASS/FAIL, and only what failed."""
-    from kebench.compare import metric_cell
+def _github_summary(gate: GateResult) -> str:
+    """The gate's verdict for a GitHub job summary: a heading, PASS/FAIL, and only what failed (plus the changes
+    beyond the tolerance that the paired bootstrap judged noise, and the runs judged by the tolerance alone)."""
+    from kebench.compare import evidence, gate_method, metric_cell
 
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
 
-    failed = bool(regressions or missing)
+    def rows(found: list) -> list[str]:
+        out = ["| run | metric | reference | candidate | worse by | paired bootstrap |", "|---|---|---:|---:|---:|---|"]
+        for r in found:
+            lost = r.candidate != r.candidate  # NaN: the candidate did not report the metric
+            out.append(
+                f"| {cell(r.label)} | {r.metric} | {metric_cell(r.metric, r.baseline)} | "
+                f"{'missing' if lost else metric_cell(r.metric, r.candidate)} | {'–' if lost else metric_cell(r.metric, abs(r.delta))} | "
+                f"{'' if lost else cell(evidence(r, gate.level))} |"
+            )
+        return out
+
+    judged = f" and real at the {gate.level:.0%} level" if gate.level is not None else ""
     lines = [
         "## kebench regression gate",
         "",
-        f"{':x: **FAIL**' if failed else ':white_check_mark: **PASS**'}: {len(pairs)} run(s) compared with the reference, "
-        f"{len(regressions)} regression(s) beyond the tolerance ({tolerance:g}), "
-        f"{len(missing)} reference run(s) without a candidate.",
+        f"{':x: **FAIL**' if gate.failed else ':white_check_mark: **PASS**'}: {len(gate.pairs)} run(s) compared with the reference, "
+        f"{len(gate.regressions)} regression(s) beyond the tolerance ({gate.tolerance:g}){judged}, "
+        f"{len(gate.missing)} reference run(s) without a candidate.",
         "",
     ]
-    if regressions:
-        lines += ["| run | metric | reference | candidate | worse by |", "|---|---|---:|---:|---:|"]
-        for r in regressions:
-            lost = r.candidate != r.candidate  # NaN: the candidate did not report the metric
-            lines.append(
-                f"| {cell(r.label)} | {r.metric} | {metric_cell(r.metric, r.baseline)} | "
-                f"{'missing' if lost else metric_cell(r.metric, r.candidate)} | {'–' if lost else metric_cell(r.metric, abs(r.delta))} |"
-            )
+    if gate.regressions:
+        lines += rows(gate.regressions)
+    if gate.noise:
+        lines += [*([""] if gate.regressions else []), "Beyond the tolerance but within resampling noise (not regressions):",
+                  "", *rows(gate.noise)]
+    if gate.regressions or gate.noise:
         lines += ["", "Rates in % (changes in points), other metrics in their own unit; a drop is worse for a "
-                  "higher-is-better metric, a rise for a lower-is-better one."]
-    if missing:
+                  "higher-is-better metric, a rise for a lower-is-better one. " + gate_method(gate.level, gate.n_resamples)]
+    if gate.unpaired:
+        lines += ["", "Judged by the tolerance alone (their cases could not be paired):", ""]
+        lines += [f"- `{label}`: {why}" for label, why in gate.unpaired]
+    if gate.missing:
         lines += ["", "Reference runs without a candidate:", ""]
-        lines += [f"- `{m.label}` ({m.path.name})" for m in missing]
+        lines += [f"- `{m.label}` ({m.path.name})" for m in gate.missing]
     return "\n".join(lines) + "\n"
 
 
@@ -190,36 +281,42 @@ def report(
     baseline: Annotated[list[Path], typer.Option(help="Reference results (files or folders).")],
     candidate: Annotated[list[Path], typer.Option(help="Candidate results (files or folders).")],
     tolerance: Annotated[float, typer.Option(help="Allowed absolute drop of a metric (fraction, 0.02 = 2 points).")] = 0.02,
+    level: Annotated[float, typer.Option(help=(
+        "A drop beyond --tolerance is a regression only if a paired bootstrap over the runs' shared cases finds it "
+        "real at this level (runs without shared cases: the tolerance alone)."))] = 0.95,
+    resamples: Annotated[int, typer.Option(help="Resamples of the paired bootstrap.")] = 1000,
     out: Annotated[Optional[Path], typer.Option(help="Also write the report here.")] = None,
     format_: Annotated[ReportFormat, typer.Option("--format", help=(
         "markdown: the full report on stdout; github: the verdict and the regressions for a GitHub job summary, "
         "appended to $GITHUB_STEP_SUMMARY when it is set (else stdout)."))] = ReportFormat.markdown,
 ) -> None:
-    """Regression gate: a markdown report (--format github: a GitHub job summary); exit status 1 if any metric
-    gets worse beyond --tolerance or a reference run has no candidate."""
+    """Regression gate: a markdown report (--format github: a GitHub job summary); exit status 1 if a reference run
+    has no candidate or a metric gets worse beyond --tolerance and, where the runs share their cases, the paired
+    bootstrap finds the drop real at --level."""
     import os
 
-    from kebench.compare import expand_paths, find_regressions, load_result, markdown_report
+    from kebench.compare import expand_paths, load_result, markdown_report, regression_gate
     from kebench.io import atomic_write_text
 
     base = [load_result(p) for p in expand_paths(baseline)]
     cand = [load_result(p) for p in expand_paths(candidate)]
-    pairs, regressions, missing = find_regressions(base, cand, tolerance)
+    gate = regression_gate(base, cand, tolerance, level=level, n_resamples=resamples)
     if format_ is ReportFormat.github:
-        text = _github_summary(pairs, regressions, missing, tolerance)
+        text = _github_summary(gate)
     else:
-        text = markdown_report(pairs, regressions, missing, tolerance)
+        text = markdown_report(gate.pairs, gate.regressions, gate.missing, tolerance, noise=gate.noise,
+                               unpaired=gate.unpaired, level=gate.level, n_resamples=gate.n_resamples)
     if out:
         atomic_write_text(out, text)
     summary = os.environ.get("GITHUB_STEP_SUMMARY") if format_ is ReportFormat.github else None
     if summary:
         with open(summary, "a", encoding="utf-8") as f:
             f.write(text + "\n")
-        print(f"{'FAIL' if regressions or missing else 'PASS'}: {len(regressions)} regression(s), "
-              f"{len(missing)} reference run(s) without a candidate; report appended to $GITHUB_STEP_SUMMARY")
+        print(f"{'FAIL' if gate.failed else 'PASS'}: {len(gate.regressions)} regression(s), "
+              f"{len(gate.missing)} reference run(s) without a candidate; report appended to $GITHUB_STEP_SUMMARY")
     else:
         print(text)
-    if regressions or missing:
+    if gate.failed:
         raise typer.Exit(1)
 
 
@@ -228,11 +325,18 @@ def plot(
     results: Annotated[list[Path], typer.Argument(help="Results files or folders of them.")],
     out: Annotated[Path, typer.Option(help="Folder for the PNG files.")] = Path("runs/plots"),
 ) -> None:
-    """Scaling curves (metric vs edit count per editor; seconds per edit vs edit count) as PNG."""
-    from kebench.compare import expand_paths, load_result
-    from kebench.plot import plot_scaling
+    """Scaling curves (metric vs edit count per editor; seconds per edit vs edit count) as PNG, and the
+    retention curves of sequential runs made with --eval-at."""
+    import json
 
-    for path in plot_scaling([load_result(p) for p in expand_paths(results)], out):
+    from kebench.compare import expand_paths, load_result
+    from kebench.plot import plot_retention, plot_scaling
+
+    paths = expand_paths(results)
+    summaries = [load_result(p) for p in paths]
+    written = plot_scaling(summaries, out)
+    written += plot_retention([(f"{s.variant} {s.mode}", json.loads(p.read_text())) for s, p in zip(summaries, paths)], out)
+    for path in written:
         console.print(f"wrote {escape(str(path))}", soft_wrap=True)
 
 

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+import statistics
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from kebench.config import parse_override
-from kebench.errors import ConfigError
+from kebench.errors import ConfigError, DataError, KebenchError
 from kebench.metrics.spec import PERCENT, metric_spec
+
+if TYPE_CHECKING:
+    from kebench.metrics.uncertainty import DropTest
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,8 @@ class ResultSummary:
     from_fit_cache: bool = False  # part of the fitting was read from kebench.fit_cache: s/edit is not a fresh fit's
     device: str = "cpu"  # "cpu", or the GPU's name: times (and peak memory, then the GPU's) are that device's
     case_filter: str | None = None  # `run --filter`: the run's cases are a subset (its own table and gate key)
+    # metrics.intervals (kebench.metrics.uncertainty): {"level", "n_resamples", "pre": {m: [lo, hi]}, "post": ...}
+    intervals: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> tuple[str, str, str, int, str, tuple[str, ...], str | None]:
@@ -112,15 +119,55 @@ def _format_value(value: object) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def load_result(path: Path) -> ResultSummary:
-    path = Path(path)
+def load_result(path: Path, *, level: float | None = None, n_resamples: int = 1000) -> ResultSummary:
+    """The summary of the results file at `path`. With `level`, its bootstrap intervals at that level too:
+    the stored ones where they match, else computed from the file's per-case records (older files)."""
+    data = _read(Path(path))
+    summary = summarize(Path(path), data)
+    if level is None:
+        return summary
+    return dataclasses.replace(summary, intervals=_intervals(summary, data, level, n_resamples))
+
+
+def _read(path: Path) -> dict:
     if not path.exists():
         raise ConfigError(f"results file {path} does not exist")
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path} is not a kebench results file (JSONDecodeError: {exc})") from None
-    return summarize(path, data)
+
+
+def _intervals(summary: ResultSummary, data: dict, level: float, n_resamples: int) -> dict[str, Any] | None:
+    """Intervals at `level` over `n_resamples`: the file's own if it stored those, else from its cases (None
+    where it has no per-case records or its suite is not installed)."""
+    from kebench.metrics.uncertainty import interval_record
+    from kebench.suites import get_suite
+
+    stored = summary.intervals
+    if stored and stored.get("level") == level and stored.get("n_resamples") == n_resamples:
+        return stored
+    cases = data.get("cases")
+    if not cases:
+        return None
+    try:
+        suite = get_suite(summary.dataset)
+    except ConfigError:
+        return None
+    return interval_record(suite, [c["pre"] for c in cases], [c["post"] for c in cases], n_resamples=n_resamples, level=level)
+
+
+def load_cases(path: Path) -> list[dict]:
+    """The per-case records ({"case_id", "pre", "post"}) of the results file at `path` (a one-line
+    DataError where the file cannot be read again or has none)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read the per-case records of {path} ({type(exc).__name__})") from None
+    cases = data.get("cases") if isinstance(data, dict) else None
+    if not cases:
+        raise DataError(f"{Path(path).name} has no per-case records (`cases`) to pair")
+    return cases
 
 
 def summarize(path: Path, data: dict) -> ResultSummary:
@@ -136,8 +183,8 @@ def summarize(path: Path, data: dict) -> ResultSummary:
             mode=mode,
             model=run.get("model") or "default",
             seed=int(run["seed"]),
-            pre=data["metrics"]["pre"],
-            post=_with_paired(run["dataset"], data["metrics"]["post"], data.get("cases")),
+            pre={**data["metrics"]["pre"], **_general(data, "pre")},
+            post={**_with_paired(run["dataset"], data["metrics"]["post"], data.get("cases")), **_general(data, "post")},
             seconds_per_edit=float(data.get("seconds_per_edit", 0.0)),
             total_seconds=float(data["timings_s"].get("total", 0.0)),
             overrides=_identity(data["editor"], run, data.get("hparams")),
@@ -145,6 +192,7 @@ def summarize(path: Path, data: dict) -> ResultSummary:
             from_fit_cache=used_fit_cache(data),
             device=_device(data.get("provenance") or {}),
             case_filter=run.get("case_filter"),
+            intervals=data["metrics"].get("intervals"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{path} is not a kebench results file ({type(exc).__name__}: {exc})") from None
@@ -229,8 +277,18 @@ def expand_paths(paths: list[Path]) -> list[Path]:
     return out
 
 
+#: general ability (kebench.metrics.general), shown after each suite's own metrics where a run measured it
+GENERAL_METRICS = ("perplexity", "retained_knowledge", "generic_fluency")
+
+
+def _general(data: dict, side: str) -> dict[str, float]:
+    """The general-ability numbers of one side ("pre" or "post") of a results file, as metrics (none if not measured)."""
+    block = (data["metrics"].get("general") or {}).get(side) or {}
+    return {k: float(v) for k, v in block.items() if k in GENERAL_METRICS and isinstance(v, (int, float))}
+
+
 def headline_metrics(summaries: list[ResultSummary]) -> list[str]:
-    """Metric columns to show: each suite's headline metrics, in a stable order."""
+    """Metric columns to show: each suite's headline metrics, in a stable order, then general ability."""
     from kebench.suites import get_suite
 
     cols: list[str] = []
@@ -242,49 +300,146 @@ def headline_metrics(summaries: list[ResultSummary]) -> list[str]:
         for n in names:
             if n in s.post and n not in cols:
                 cols.append(n)
-    return cols
+    return cols + [g for g in GENERAL_METRICS if g not in cols and any(g in s.post for s in summaries)]
 
 
 @dataclass(frozen=True)
 class Regression:
+    """A headline metric worse in the candidate than in the reference by more than the tolerance."""
+
     label: str
     metric: str
     baseline: float
     candidate: float
+    test: DropTest | None = None  # the paired bootstrap over the runs' shared cases (None: not paired)
 
     @property
     def delta(self) -> float:
         return self.candidate - self.baseline
 
 
-def find_regressions(
-    baseline: list[ResultSummary], candidate: list[ResultSummary], tolerance: float
-) -> tuple[list[tuple[ResultSummary, ResultSummary]], list[Regression], list[ResultSummary]]:
-    """Pair runs by key; a regression is a headline metric that got worse by more than `tolerance`.
+@dataclass(frozen=True)
+class GateResult:
+    """The regression gate's findings (`regression_gate`)."""
 
-    Returns (pairs, regressions, baselines with no candidate). Worse is a drop, or a rise for a
-    lower-is-better metric (kebench.metrics.spec); `tolerance` is absolute, in each metric's own
-    unit (a fraction for rates, bits for n-gram entropy).
+    pairs: list[tuple[ResultSummary, ResultSummary]]
+    regressions: list[Regression]  # beyond the tolerance and, where paired, real at `level`: the gate fails
+    noise: list[Regression]  # beyond the tolerance, but within resampling noise by the paired bootstrap
+    missing: list[ResultSummary]  # reference runs without a candidate: the gate fails
+    unpaired: list[tuple[str, str]]  # (run, why its cases could not be paired): judged by the tolerance alone
+    tolerance: float
+    level: float | None  # None: the tolerance alone decides
+    n_resamples: int = 1000
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.regressions or self.missing)
+
+
+def _gate_labels(runs: list[ResultSummary]) -> dict[int, str]:
+    """Each run's label, with its seed where several runs of one configuration differ only in seed."""
+    from collections import Counter
+
+    shared = Counter(r.key for r in runs)
+    return {id(r): r.label + (f"/s{r.seed}" if shared[r.key] > 1 else "") for r in runs}
+
+
+def regression_gate(
+    baseline: list[ResultSummary], candidate: list[ResultSummary], tolerance: float, *,
+    level: float | None = 0.95, n_resamples: int = 1000, seed: int = 0,
+) -> GateResult:
+    """Pair runs by key (the same seed first, where the candidates have it) and judge each headline metric.
+
+    A metric regresses when it got worse by more than `tolerance` (in the metric's own unit: a fraction for
+    rates, bits for n-gram entropy; worse is a drop, or a rise for a lower-is-better metric,
+    kebench.metrics.spec) AND, where the two runs hold the same cases, a paired bootstrap over those cases
+    (kebench.metrics.uncertainty.paired_bootstrap_drops, `n_resamples` draws seeded by `seed`) finds the
+    drop real at `level`. Runs whose cases cannot be paired (other cases, no per-case records) are judged
+    by the tolerance alone, and listed in `unpaired`; `level=None` judges every run by the tolerance alone.
     """
+    from kebench.metrics.uncertainty import check_level
     from kebench.suites import get_suite
 
-    cand = {c.key: c for c in candidate}
-    pairs, regressions, missing = [], [], []
+    if level is not None:
+        check_level(level, n_resamples)
+    same_seed = {(c.key, c.seed): c for c in candidate}
+    same_key = {c.key: c for c in candidate}
+    labels = _gate_labels(baseline)
+    pairs, regressions, noise, missing, unpaired = [], [], [], [], []
     for b in baseline:
-        c = cand.get(b.key)
+        c = same_seed.get((b.key, b.seed)) or same_key.get(b.key)
         if c is None:
             missing.append(b)
             continue
         pairs.append((b, c))
+        beyond = []
         for metric in get_suite(b.dataset).headline:
             if metric not in b.post:
                 continue
             if metric not in c.post:
-                regressions.append(Regression(b.label, metric, float(b.post[metric]), float("nan")))
+                regressions.append(Regression(labels[id(b)], metric, float(b.post[metric]), float("nan")))
                 continue
             if metric_spec(metric).worsening(float(b.post[metric]), float(c.post[metric])) > tolerance:
-                regressions.append(Regression(b.label, metric, float(b.post[metric]), float(c.post[metric])))
-    return pairs, regressions, missing
+                beyond.append(Regression(labels[id(b)], metric, float(b.post[metric]), float(c.post[metric])))
+        if not beyond or level is None:
+            regressions += beyond
+            continue
+        try:
+            tests = paired_drops(b, c, [r.metric for r in beyond], level=level, n_resamples=n_resamples, seed=seed)
+        except (KebenchError, KeyError, TypeError, ValueError) as exc:  # e.g. other cases: the tolerance decides
+            why = str(exc) if isinstance(exc, KebenchError) else f"its records cannot be recomputed ({type(exc).__name__}: {exc})"
+            unpaired.append((labels[id(b)], why))
+            regressions += beyond
+            continue
+        for r in beyond:
+            judged = dataclasses.replace(r, test=tests[r.metric])
+            (regressions if judged.test.real else noise).append(judged)
+    return GateResult(pairs, regressions, noise, missing, unpaired, tolerance, level, n_resamples)
+
+
+def paired_drops(
+    baseline: ResultSummary, candidate: ResultSummary, metrics: list[str], *,
+    level: float = 0.95, n_resamples: int = 1000, seed: int = 0,
+) -> dict[str, DropTest]:
+    """The paired bootstrap of `metrics` between two results files, from their per-case records."""
+    from kebench.metrics.uncertainty import paired_bootstrap_drops
+    from kebench.suites import get_suite
+
+    return paired_bootstrap_drops(
+        get_suite(baseline.dataset), load_cases(baseline.path), load_cases(candidate.path), metrics,
+        n_resamples=n_resamples, level=level, seed=seed,
+    )
+
+
+def find_regressions(
+    baseline: list[ResultSummary], candidate: list[ResultSummary], tolerance: float, *,
+    level: float | None = 0.95, n_resamples: int = 1000, seed: int = 0,
+) -> tuple[list[tuple[ResultSummary, ResultSummary]], list[Regression], list[ResultSummary]]:
+    """(pairs, regressions, baselines with no candidate) of `regression_gate`."""
+    gate = regression_gate(baseline, candidate, tolerance, level=level, n_resamples=n_resamples, seed=seed)
+    return gate.pairs, gate.regressions, gate.missing
+
+
+def evidence(r: Regression, level: float | None) -> str:
+    """What the paired bootstrap said about a change beyond the tolerance, for a report's last column."""
+    if r.test is None:
+        return "not paired: tolerance alone" if level is not None else ""
+    spec, t = metric_spec(r.metric), r.test
+    return (f"P(worse) {t.prob_worse:.3f}, drop {spec.cell(t.interval[0])} to {spec.cell(t.interval[1])} "
+            f"at {t.level:.0%} ({t.n_cases} cases)")
+
+
+def gate_method(level: float | None, n_resamples: int) -> str:
+    """One sentence on how the gate decides, for the reports' footers."""
+    if level is None:
+        return "A regression is a change for the worse larger than the tolerance (in the metric's own unit; a fraction for rates)."
+    return (
+        "A regression is a change for the worse larger than the tolerance (in the metric's own unit; a fraction for "
+        f"rates) that a paired bootstrap over the two runs' shared cases ({n_resamples} resamples of the cases, "
+        f"each with its reference and candidate records) finds real at the {level:.0%} level: the candidate is worse in "
+        f"at least {level:.0%} of the resamples (P(worse)). A change beyond the tolerance that is not is resampling "
+        "noise; runs that do not share their cases are judged by the tolerance alone."
+    )
 
 
 def markdown_report(
@@ -292,18 +447,29 @@ def markdown_report(
     regressions: list[Regression],
     missing: list[ResultSummary],
     tolerance: float,
+    *,
+    noise: list[Regression] = (),
+    unpaired: list[tuple[str, str]] = (),
+    level: float | None = None,
+    n_resamples: int = 1000,
 ) -> str:
+    """The full report: the verdict, a row per compared headline metric, the runs judged by tolerance alone."""
     from kebench.suites import get_suite
 
     lines = ["# kebench regression report", ""]
     verdict = "FAIL" if regressions or missing else "PASS"
+    judged = f" and real at the {level:.0%} level (paired bootstrap)" if level is not None else ""
     lines.append(
         f"**{verdict}**: {len(pairs)} run(s) compared, {len(regressions)} regression(s) beyond "
-        f"tolerance {tolerance:.3f}, {len(missing)} reference run(s) without a candidate."
+        f"tolerance {tolerance:.3f}{judged}, "
+        + (f"{len(noise)} change(s) beyond the tolerance within resampling noise, " if noise else "")
+        + f"{len(missing)} reference run(s) without a candidate."
     )
     lines.append("")
-    lines.append("| run | metric | reference | candidate | delta | |")
-    lines.append("|---|---|---:|---:|---:|---|")
+    lines.append("| run | metric | reference | candidate | delta | | paired bootstrap |")
+    lines.append("|---|---|---:|---:|---:|---|---|")
+    labels = _gate_labels([b for b, _ in pairs] + list(missing))
+    judged_rows = {(r.label, r.metric): r for r in regressions} | {(r.label, r.metric): r for r in noise}
     bad = {(r.label, r.metric) for r in regressions}
     for b, c in pairs:
         for metric in get_suite(b.dataset).headline:
@@ -312,14 +478,19 @@ def markdown_report(
             spec, cv = metric_spec(metric), c.post.get(metric)
             cs = "missing" if cv is None else spec.cell(cv)
             ds = "" if cv is None else spec.cell(cv - b.post[metric], signed=True)
-            flag = "REGRESSION" if (b.label, metric) in bad else "ok"
-            lines.append(f"| {b.label} | {_metric_label(metric)} | {spec.cell(b.post[metric])} | {cs} | {ds} | {flag} |")
+            row = (labels[id(b)], metric)
+            flag = "REGRESSION" if row in bad else "noise" if row in judged_rows else "ok"
+            note = evidence(judged_rows[row], level) if row in judged_rows else ""
+            lines.append(f"| {labels[id(b)]} | {_metric_label(metric)} | {spec.cell(b.post[metric])} | {cs} | {ds} | {flag} | {note} |")
     for m in missing:
-        lines.append(f"| {m.label} | – | – | missing | – | NO CANDIDATE |")
+        lines.append(f"| {labels[id(m)]} | – | – | missing | – | NO CANDIDATE | |")
+    if unpaired:
+        lines += ["", "Judged by the tolerance alone (their cases could not be paired):", ""]
+        lines += [f"- {label}: {why}" for label, why in unpaired]
     lines.append("")
     lines.append(
-        "Rates in %, other metrics in the unit beside their name; higher is better unless marked. A regression "
-        "is a change for the worse larger than the tolerance (in the metric's own unit; a fraction for rates)."
+        "Rates in %, other metrics in the unit beside their name; higher is better unless marked. "
+        + gate_method(level, n_resamples)
     )
     return "\n".join(lines) + "\n"
 
@@ -338,12 +509,14 @@ def metric_cell(metric: str, x: object) -> str:
     return metric_spec(metric).cell(x)
 
 
-def edited_cell(metric: str, post: object, pre: object = None) -> str:
-    """"edited (unedited)", and for a rate the lift over the unedited model in points: "95.0 (40.0) +55.0"."""
+def edited_cell(metric: str, post: object, pre: object = None, plusminus: float | None = None) -> str:
+    """"edited (unedited)", and for a rate the lift over the unedited model in points: "95.0 (40.0) +55.0";
+    with `plusminus` (a half-width or a spread, in the metric's unit) after the edited value: "95.0 ±1.3 (40.0) +55.0"."""
     spec = metric_spec(metric)
+    edited = spec.cell(post) + (f" ±{spec.cell(plusminus)}" if isinstance(plusminus, (int, float)) else "")
     if not isinstance(pre, (int, float)):
-        return spec.cell(post)
-    cell = f"{spec.cell(post)} ({spec.cell(pre)})"
+        return edited
+    cell = f"{edited} ({spec.cell(pre)})"
     if spec.unit == PERCENT and isinstance(post, (int, float)):
         cell += " " + spec.cell(post - pre, signed=True)
     return cell
@@ -365,9 +538,11 @@ def measurable(metric: str, pre: dict[str, float]) -> bool:
     return gate is None or not isinstance(pre.get(gate[0]), (int, float)) or pre[gate[0]] >= gate[1]
 
 
-def comparison_tables(summaries: list[ResultSummary]) -> list[tuple[str, list[str], list[list[str]]]]:
+def comparison_tables(summaries: list[ResultSummary], *, ci: bool = False) -> list[tuple[str, list[str], list[list[str]]]]:
     """(suite, header, rows) per suite (a filtered run's under e.g. "counterfact:known"); cells are
-    `edited_cell`, then cost columns."""
+    `edited_cell`, then cost columns. Runs that differ only in seed are one row (`seed_groups`): the mean
+    over the seeds ± their standard deviation, with a "seeds" column in that suite's table; with `ci`, a
+    one-run row shows ± half the width of the run's bootstrap interval over cases (`ResultSummary.intervals`)."""
     from itertools import groupby
 
     ordered = sorted(summaries, key=lambda s: (s.suite_label, s.scale, s.mode, s.editor, s.overrides))
@@ -375,16 +550,81 @@ def comparison_tables(summaries: list[ResultSummary]) -> list[tuple[str, list[st
     for dataset, group in groupby(ordered, key=lambda s: s.suite_label):
         runs = list(group)
         cols = headline_metrics(runs)
-        header = ["editor", "n", "mode", *(c.removesuffix("_success") for c in cols), "s/edit", "total s", "peak GB"]
+        groups = seed_groups(runs)
+        pooled = any(len(g) > 1 for g in groups)
+        header = ["editor", "n", "mode", *(["seeds"] if pooled else []), *(c.removesuffix("_success") for c in cols),
+                  "s/edit", "total s", "peak GB"]
         rows = []
-        for s in runs:
-            cells = ["–" if c not in s.post else edited_cell(c, s.post[c], s.pre.get(c)) for c in cols]
-            cells = [x if x == "–" or measurable(c, s.pre) else NOT_MEASURABLE_MARK for c, x in zip(cols, cells)]
-            peak = f"{s.peak_memory_mb / 1024:.1f}" if s.peak_memory_mb else "–"
-            per_edit = f"{s.seconds_per_edit:.2f}" + (CACHED_MARK if s.from_fit_cache else "")
-            rows.append([s.variant, str(s.scale), s.mode, *cells, per_edit, f"{s.total_seconds:.0f}", peak])
+        for g in groups:
+            s = g[0]
+            pre, post = _mean_over(g, "pre"), _mean_over(g, "post")
+            spread = _seed_spread(g) if len(g) > 1 else _half_widths(s) if ci else {}
+            cells = ["–" if c not in post else edited_cell(c, post[c], pre.get(c), spread.get(c)) for c in cols]
+            cells = [x if x == "–" or measurable(c, pre) else NOT_MEASURABLE_MARK for c, x in zip(cols, cells)]
+            peaks = [r.peak_memory_mb for r in g if r.peak_memory_mb]
+            peak = f"{max(peaks) / 1024:.1f}" if peaks else "–"
+            per_edit = f"{statistics.fmean(r.seconds_per_edit for r in g):.2f}" + (CACHED_MARK if any(r.from_fit_cache for r in g) else "")
+            total = f"{statistics.fmean(r.total_seconds for r in g):.0f}"
+            seeds = [",".join(str(r.seed) for r in g)] if pooled else []
+            rows.append([s.variant, str(s.scale), s.mode, *seeds, *cells, per_edit, total, peak])
         tables.append((dataset, header, rows))
     return tables
+
+
+def seed_groups(summaries: list[ResultSummary]) -> list[list[ResultSummary]]:
+    """Runs that differ only in their seed (same configuration, scale, mode, filter and device), together
+    and in seed order, in the order their first run comes; a seed met twice (the same run given twice)
+    starts a group of its own."""
+    groups: dict[tuple, list[list[ResultSummary]]] = {}
+    for s in summaries:
+        slots = groups.setdefault((s.key, s.device), [])
+        for g in slots:
+            if all(r.seed != s.seed for r in g):
+                g.append(s)
+                break
+        else:
+            slots.append([s])
+    return [sorted(g, key=lambda r: r.seed) for slots in groups.values() for g in slots]
+
+
+def _numbers(runs: list[ResultSummary], side: str) -> dict[str, list[float]]:
+    values: dict[str, list[float]] = {}
+    for r in runs:
+        for k, v in getattr(r, side).items():
+            if isinstance(v, (int, float)):
+                values.setdefault(k, []).append(float(v))
+    return values
+
+
+def _mean_over(runs: list[ResultSummary], side: str) -> dict[str, float]:
+    """Each metric's mean over the runs that report it (a one-run group: the run's own numbers)."""
+    if len(runs) == 1:
+        return getattr(runs[0], side)
+    return {k: statistics.fmean(v) for k, v in _numbers(runs, side).items()}
+
+
+def _seed_spread(runs: list[ResultSummary]) -> dict[str, float]:
+    """Each post-edit metric's sample standard deviation across the runs (seeds) that report it."""
+    return {k: statistics.stdev(v) for k, v in _numbers(runs, "post").items() if len(v) > 1}
+
+
+def _half_widths(run: ResultSummary) -> dict[str, float]:
+    """Half the width of each post-edit metric's bootstrap interval (none where the run has none)."""
+    post = (run.intervals or {}).get("post") or {}
+    return {k: (hi - lo) / 2 for k, (lo, hi) in post.items()}
+
+
+def plusminus_note(tables: list[tuple[str, list[str], list[list[str]]]], level: float | None) -> str | None:
+    """What ± means in `tables` (None where no cell has one): with `level` (compare --ci), the bootstrap half-width
+    in one-run rows; in rows that pool seeds, the spread across seeds."""
+    pooled = any("seeds" in header for _, header, _ in tables)
+    parts = []
+    if level is not None:
+        parts.append(f"in a row of one run, half the width of the {level:.0%} percentile bootstrap interval over its cases")
+    if pooled:
+        parts.append("in a row with several seeds (seeds column), the value is their mean and ± the standard deviation "
+                     "across those seeds")
+    return ("±: " + "; ".join(parts) + ".") if parts else None
 
 
 def has_cached_fits(rows: list[list[str]]) -> bool:
@@ -392,12 +632,18 @@ def has_cached_fits(rows: list[list[str]]) -> bool:
     return any(r[-3].endswith(CACHED_MARK) for r in rows)
 
 
-def markdown_tables(tables: list[tuple[str, list[str], list[list[str]]]], images: list[Path] = (), rel_to: Path | None = None) -> str:
+def markdown_tables(
+    tables: list[tuple[str, list[str], list[list[str]]]], images: list[Path] = (), rel_to: Path | None = None,
+    notes: list[str] = (),
+) -> str:
+    """The tables as markdown, then `notes` (e.g. `plusminus_note`) and the notes their marks need, then the plots."""
     md: list[str] = []
     for dataset, header, rows in tables:
         md += [f"### {dataset}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         md += ["| " + " | ".join(r) + " |" for r in rows]
         md.append("")
+    for note in notes:
+        md += [note, ""]
     if any(has_cached_fits(rows) for _, _, rows in tables):
         md += [CACHED_NOTE, ""]
     if any(NOT_MEASURABLE_MARK in r for _, _, rows in tables for r in rows):
@@ -408,8 +654,8 @@ def markdown_tables(tables: list[tuple[str, list[str], list[list[str]]]], images
     return "\n".join(md)
 
 
-def html_report(tables: list[tuple[str, list[str], list[list[str]]]], images: list[Path] = ()) -> str:
-    """One self-contained page: the tables, and the plots embedded as base64 PNG."""
+def html_report(tables: list[tuple[str, list[str], list[list[str]]]], images: list[Path] = (), notes: list[str] = ()) -> str:
+    """One self-contained page: the tables (`notes` under the introduction), and the plots embedded as base64 PNG."""
     import base64
     import html
 
@@ -420,6 +666,7 @@ def html_report(tables: list[tuple[str, list[str], list[list[str]]]], images: li
         "img{max-width:100%}</style></head><body>",
         "<h1>kebench comparison</h1><p>Cells: edited (unedited) and, for rates, the lift over the unedited model; "
         "rates in % (lift in points), ngram_entropy in bits.</p>",
+        *(f"<p>{html.escape(note)}</p>" for note in notes),
     ]
     for dataset, header, rows in tables:
         parts.append(f"<h2>{html.escape(dataset)}</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")

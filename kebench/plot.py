@@ -179,3 +179,59 @@ def plot_scaling(summaries: list[ResultSummary], out_dir: Path) -> list[Path]:
             if chosen:
                 written.append(_draw(dataset, title, panels, chosen, out_dir / name))
     return written
+
+
+RETENTION_GENERAL = ("perplexity", "retained_knowledge")
+
+
+def plot_retention(runs: list[tuple[str, dict]], out_dir: Path) -> list[Path]:
+    """Per suite, `retention_<suite>.png` for sequential runs made with --eval-at: the headline score of
+    every case edited so far against the cases edited (solid), each step's cases right after their own step
+    (a dotted level: `immediate`), and general ability (perplexity, known facts retained) at the same points.
+    `runs` are (label, results JSON) pairs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kebench.suites import get_suite
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_suite: dict[str, list[tuple[str, dict]]] = defaultdict(list)
+    for label, result in runs:
+        if result.get("retention"):
+            by_suite[result["run"]["dataset"]].append((label, result))
+    written: list[Path] = []
+    for dataset, chosen in sorted(by_suite.items()):
+        headline = "score" if "score" in get_suite(dataset).headline else get_suite(dataset).headline[0]
+        panels = [headline, *(g for g in RETENTION_GENERAL if any(p.get("general") for _, r in chosen for p in r["retention"]["points"]))]
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.6), squeeze=False)
+        colors = _palette("tab10", len(chosen))
+        for (label, result), color in zip(chosen, colors):
+            points = result["retention"]["points"]
+            xs = [p["cases"] for p in points]
+            for ax, panel in zip(axes[0], panels):
+                if panel == headline:
+                    ys = [metric_spec(panel).shown(p["metrics"][panel]) for p in points]
+                    ax.plot(xs, ys, color=color, marker="o", label=f"{label}: all cases so far")
+                    immediate = result["retention"].get("immediate", {}).get(panel)
+                    if immediate is not None:
+                        ax.axhline(metric_spec(panel).shown(immediate), color=color, linestyle=":",
+                                   label=f"{label}: each step's cases right after it")
+                else:
+                    ys = [metric_spec(panel).shown(p["general"][panel]) if p.get("general") and p["general"].get(panel) is not None
+                          else float("nan") for p in points]
+                    ax.plot(xs, ys, color=color, marker="o", label=label)
+        for ax, panel in zip(axes[0], panels):
+            ax.set_xlabel("cases edited", fontsize=9)
+            unit = metric_spec(panel).unit
+            ax.set_title(f"{panel.replace('_', ' ')} ({unit})", fontsize=11)
+            ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=7.5, frameon=False)
+        fig.suptitle(f"{dataset}: retention over a sequence of edits", fontsize=13)
+        fig.tight_layout()
+        path = out_dir / f"retention_{dataset.replace(':', '-')}.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        written.append(path)
+    return written

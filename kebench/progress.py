@@ -17,6 +17,9 @@ _enabled: bool = sys.stderr.isatty()
 LOG_EVERY_S = 60.0
 
 
+_active: Progress | None = None  # the terminal display open now (bars nest into it)
+
+
 def set_enabled(flag: bool) -> None:
     """Turn bars on/off globally (the CLI's --quiet / --progress)."""
     global _enabled
@@ -87,6 +90,14 @@ def progress_bar(description: str, total: int | None) -> Iterator[_Bar]:
         yield bar
         bar.finish()
         return
+    global _active
+    if _active is not None:  # a bar inside a bar (evaluation between editing steps): a second line of the same display
+        task = _active.add_task(description, total=total)
+        try:
+            yield _Bar(_active, task)
+        finally:
+            _active.remove_task(task)
+        return
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -98,4 +109,8 @@ def progress_bar(description: str, total: int | None) -> Iterator[_Bar]:
     )
     with progress:
         task = progress.add_task(description, total=total)
-        yield _Bar(progress, task)
+        _active = progress
+        try:
+            yield _Bar(progress, task)
+        finally:
+            _active = None

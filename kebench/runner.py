@@ -25,15 +25,18 @@ from kebench import __version__
 from kebench.config import parse_override, with_overrides
 from kebench.data.case import EditCase, EditRequest, unique_requests
 from kebench.data.suites import check_scale
+from kebench.diagnostics import record_step
 from kebench.distributed import Shard, local_device
 from kebench.editor import EDITORS, EditHandle, Editor, StackedHandle
 from kebench.errors import ConfigError, DataError
+from kebench.metrics import general as general_ability
 from kebench.io import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl
 from kebench.models.loaded import LoadedModel, exact_checksum
 from kebench.progress import progress_bar
 from kebench.registry import Registry
 from kebench.provenance import git_state, hardware, package_versions, peak_memory_mb
 from kebench.suites import Suite, get_suite, post_metrics
+from kebench.metrics.uncertainty import interval_record
 
 SCHEMA_VERSION = 1
 
@@ -66,6 +69,8 @@ class RunConfig:
     load_edits: str | None = None
     device_map: str | None = None
     case_filter: str | None = None  # --filter: run only the cases CASE_FILTERS.get(name) keeps (see select_cases)
+    general: bool = True  # measure general ability (kebench.metrics.general) before and after editing
+    eval_at: str | None = None  # sequential: "immediate" and/or case counts, e.g. "immediate,1000,2000" (EvalSchedule)
 
     def validate(self) -> None:
         if self.mode not in ("batch", "sequential"):
@@ -80,16 +85,55 @@ class RunConfig:
         get_suite(self.dataset)
         if self.case_filter is not None:
             case_filter(self.case_filter).check_suite(self.dataset)
+        if self.eval_at is not None:
+            EvalSchedule.parse(self.eval_at).check(self)
 
     def identity(self) -> dict[str, Any]:
         """The fields a checkpoint must agree on to be resumed."""
         d = dataclasses.asdict(self)
         d.pop("chunk_size")
         d.pop("eval_batch_size")
-        for optional in ("device_map", "case_filter"):
+        for optional in ("device_map", "case_filter", "eval_at"):
             if d[optional] is None:
                 d.pop(optional)  # checkpoints written before the option existed stay resumable
+        if d["general"]:
+            d.pop("general")
         return d
+
+
+@dataclass(frozen=True)
+class EvalSchedule:
+    """When a sequential run evaluates besides the end (--eval-at): each step's own cases right after
+    that step (`immediate`, as AlphaEdit's code does), and every case edited so far once `counts` cases
+    have been edited (retention; the last point is the final evaluation every run makes)."""
+
+    immediate: bool
+    counts: tuple[int, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> "EvalSchedule":
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        counts: list[int] = []
+        for p in parts:
+            if p == "immediate":
+                continue
+            if not p.isdigit() or int(p) < 1:
+                raise ConfigError(f"--eval-at {text!r}: {p!r} is neither 'immediate' nor a positive case count; "
+                                  "e.g. --eval-at immediate,500,1000")
+            counts.append(int(p))
+        if not parts:
+            raise ConfigError("--eval-at is empty; e.g. --eval-at immediate,500,1000")
+        return cls("immediate" in parts, tuple(sorted(set(counts))))
+
+    def check(self, cfg: RunConfig) -> None:
+        if cfg.mode != "sequential":
+            raise ConfigError("--eval-at needs --mode sequential (a batch run has one step, evaluated at the end)")
+        bad = [n for n in self.counts if n % cfg.batch_size or (cfg.scale is not None and n > cfg.scale)]
+        if bad:
+            raise ConfigError(
+                f"--eval-at {bad[0]}: an evaluation point must be a multiple of --batch-size {cfg.batch_size}"
+                + (f" and at most --scale {cfg.scale}" if cfg.scale is not None else "")
+            )
 
 
 def default_out_path(cfg: RunConfig) -> Path:
@@ -224,6 +268,8 @@ class Run:
     ) -> None:
         cfg.validate()
         self.shard = shard or Shard()
+        if cfg.eval_at and self.shard.active:
+            raise ConfigError("--eval-at is not supported with several processes yet; run it in one process")
         self.cfg = cfg
         self.out = Path(out) if out else default_out_path(cfg)
         self.ckpt = self.out.with_name(self.out.name + ".ckpt")
@@ -306,7 +352,57 @@ class Run:
             raise RuntimeError(f"{label}: no record for cases {missing[:5]}")
         return done
 
-    def _edit(self, lm: LoadedModel, editor: Editor, cases: Sequence[EditCase]) -> EditHandle:
+    def _retention(
+        self, schedule: EvalSchedule, suite: Suite, cases: Sequence[EditCase], pre: dict[str, dict],
+        post: dict[str, dict], general_pre: dict[str, Any] | None, general: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        """The results' retention block: metrics of each step's cases right after their step, and of all
+        the cases edited so far at each evaluation point (the last point is the final evaluation)."""
+        def metrics(records: dict[str, dict], cs: Sequence[EditCase]) -> dict[str, float]:
+            return post_metrics(suite, [pre[c.case_id] for c in cs], [records[c.case_id] for c in cs])
+
+        out: dict[str, Any] = {"eval_at": self.cfg.eval_at, "points": []}
+        if schedule.immediate:
+            out["immediate"] = metrics(_read_records(self.ckpt / "immediate.jsonl"), cases)
+        for n in [*(n for n in schedule.counts if n < len(cases)), len(cases)]:
+            so_far = cases[:n]
+            final = n == len(cases)
+            point: dict[str, Any] = {
+                "cases": n,
+                "edits": len(case_requests(so_far)),
+                "metrics": metrics(post if final else _read_records(self.ckpt / f"at_{n:07d}.jsonl"), so_far),
+            }
+            if general_pre is not None:
+                point["general"] = (
+                    general["post"] if final and general is not None
+                    else general_ability.summarise(
+                        general_pre, json.loads((self.ckpt / f"general_at_{n:07d}.json").read_text()),
+                        [r.subject for r in case_requests(so_far)],
+                    )["post"]
+                )
+            out["points"].append(point)
+        return out
+
+    def _general(self, path: Path, lm: LoadedModel, condition: Any) -> dict[str, Any]:
+        """The general-ability record at `path`, measured (and written) if it is not there yet."""
+        if path.exists():
+            return json.loads(path.read_text())
+        t0 = time.perf_counter()
+        with progress_bar("general ability (perplexity, known facts, fluency)", 1) as bar:
+            record = general_ability.measure(lm, condition=condition, batch_size=self.cfg.eval_batch_size)
+            bar.advance()
+        self.timer.add("general", time.perf_counter() - t0)
+        if self.shard.is_main:
+            atomic_write_json(path, record)
+        return record
+
+    def _edit(
+        self, lm: LoadedModel, editor: Editor, cases: Sequence[EditCase],
+        after_step: Callable[[int, list[EditCase], list[EditCase], EditHandle], None] | None = None,
+    ) -> EditHandle:
+        """Apply the edit (one step, or one per --batch-size cases), checkpointing each step.
+
+        `after_step(k, step_cases, cases_so_far, handle_so_far)` runs after every step, resumed ones too."""
         cfg = self.cfg
         edit_dir = self.ckpt / "edits"
         if cfg.load_edits:
@@ -320,6 +416,16 @@ class Run:
             steps = [list(cases[i : i + cfg.batch_size]) for i in range(0, len(cases), cfg.batch_size)]
         stack = StackedHandle()
         applied: set[tuple[str, str, str]] = set()
+        between = 0.0  # seconds spent evaluating between steps: not editing time
+        unedited_cond: dict[str, float | None] = {}  # condition numbers of the unedited matrices (diagnostics)
+
+        def evaluate_between(k: int, step_cases: list[EditCase]) -> None:
+            nonlocal between
+            if after_step is not None:
+                t = time.perf_counter()
+                after_step(k, step_cases, [c for s in steps[: k + 1] for c in s], stack)
+                between += time.perf_counter() - t
+
         t0 = time.perf_counter()
         if not self.shard.is_main:
             self.shard.barrier()  # rank 0 edits and checkpoints every step; this rank loads them
@@ -340,11 +446,14 @@ class Run:
                     editor_state = step_dir / "editor_state.pt"
                     if editor_state.exists():
                         editor.load_state_dict(torch.load(editor_state, weights_only=False))
+                    evaluate_between(k, step_cases)
                     bar.advance()
                     continue
                 seed_everything(cfg.seed + k)
                 ts = time.perf_counter()
                 handle = editor.apply(lm, requests)
+                # collapse diagnostics of weight edits (norm growth, condition number; NaN/Inf undoes the step and stops)
+                record_step(handle, stack.handles, f"{editor.name} step {k}", unedited_cond)
                 stack.push(handle)
                 # checkpoint this step: the edit itself, the editor's cross-step state, its stats
                 editor.save_edits(handle, step_dir)
@@ -357,8 +466,9 @@ class Run:
                     step_dir / "done.json",
                     {"n_requests": len(requests), "seconds": time.perf_counter() - ts, "stats": handle.stats},
                 )
+                evaluate_between(k, step_cases)
                 bar.advance()
-        self.timer.add("edit", time.perf_counter() - t0)
+        self.timer.add("edit", time.perf_counter() - t0 - between)
         self.shard.barrier()
         return stack if len(stack.handles) > 1 else stack.handles[0]
 
@@ -410,8 +520,26 @@ class Run:
             )
         refs, pre = unedited(cases)
 
+        general_pre = self._general(pre_dir / "general.json", lm, None) if cfg.general else None
+        schedule = EvalSchedule.parse(cfg.eval_at) if cfg.eval_at else None
+
+        def evaluate_so_far(k: int, step_cases: list[EditCase], so_far: list[EditCase], edited: EditHandle) -> None:
+            """--eval-at: this step's cases right after it, and every case so far at the chosen counts."""
+            def evaluate(ch: Sequence[EditCase]) -> list[dict]:
+                return suite.evaluate(lm, ch, [refs[c.case_id] for c in ch], edited.conditioning, batch_size=ebs)
+
+            if schedule.immediate:
+                self._records("retention", step_cases, evaluate, f"evaluation of step {k + 1}'s cases",
+                              self.ckpt / "immediate.jsonl")
+            n = len(so_far)
+            if n in schedule.counts and n < len(cases):  # the last point is the final evaluation
+                self._records("retention", so_far, evaluate, f"evaluation after {n} cases",
+                              self.ckpt / f"at_{n:07d}.jsonl")
+                if general_pre is not None:
+                    self._general(self.ckpt / f"general_at_{n:07d}.json", lm, edited.conditioning)
+
         original = exact_checksum(lm.model)
-        handle = self._edit(lm, editor, cases)
+        handle = self._edit(lm, editor, cases, evaluate_so_far if schedule else None)
         if self.save_edits and self.shard.is_main:
             editor.save_edits(handle, self.save_edits)
         if editor.changes_nothing:
@@ -423,6 +551,16 @@ class Run:
                 lambda ch: suite.evaluate(lm, ch, [refs[c.case_id] for c in ch], handle.conditioning, batch_size=ebs),
                 "post-edit evaluation",
             )
+        general = None
+        if general_pre is not None:
+            general_post = (
+                general_pre if editor.changes_nothing
+                else self._general(self.ckpt / "general_post.json", lm, handle.conditioning)
+            )
+            general = {
+                **general_ability.summarise(general_pre, general_post, [r.subject for r in case_requests(cases)]),
+                "protocol": general_ability.protocol(lm.tokenizer),
+            }
 
         t0 = time.perf_counter()
         handle.restore()
@@ -467,9 +605,19 @@ class Run:
             "metrics": {
                 "pre": suite.aggregate([pre[c.case_id] for c in cases]),
                 "post": post_metrics(suite, [pre[c.case_id] for c in cases], [post[c.case_id] for c in cases]),
+                # bootstrap intervals over cases (kebench.metrics.uncertainty): level, n_resamples, [lo, hi] per metric
+                "intervals": interval_record(suite, [pre[c.case_id] for c in cases], [post[c.case_id] for c in cases]),
             },
             "cases": records,
         }
+        if general is not None:
+            result["metrics"]["general"] = general
+        if schedule is not None:
+            result["retention"] = self._retention(schedule, suite, cases, pre, post, general_pre, general)
+            immediate = _read_records(self.ckpt / "immediate.jsonl")
+            for record in records:
+                if record["case_id"] in immediate:
+                    record["immediate"] = immediate[record["case_id"]]
         if selection is not None:
             result["selection"] = selection
         if self.shard.active:

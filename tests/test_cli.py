@@ -98,7 +98,10 @@ def test_run_defaults_to_counterfact(tmp_path):
     out = tmp_path / "r.json"
     proc = _kebench("run", "--editor", "none", "--scale", "2", "--quiet", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(out.read_text())["run"]["dataset"] == "counterfact"
+    saved = json.loads(out.read_text())
+    assert saved["run"]["dataset"] == "counterfact"
+    assert saved["metrics"]["general"]["pre"]["perplexity"] > 1  # general ability is measured by default
+    assert "perplexity" in proc.stdout
 
 
 def test_scale_above_dataset_size_is_one_line(tmp_path):
@@ -337,6 +340,6 @@ def test_unknown_filter_and_a_filter_the_suite_cannot_take_are_one_line(tmp_path
         (["--dataset", "counterfact", "--filter", "knwon"], "unknown filter 'knwon'; did you mean 'known'?"),
         (["--dataset", "mquake", "--filter", "known"], "--filter known needs the unedited model's rewrite scores"),
     ]:
-        proc = _kebench("run", "--editor", "none", "--scale", "2", *args, "--out", str(tmp_path / "r.json"))
+        proc = _kebench("run", "--editor", "none", "--scale", "2", "--no-general", *args, "--out", str(tmp_path / "r.json"))
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -57,7 +57,7 @@ def test_editor_runs_on_device(editor, device, dtype, folders, tmp_path, monkeyp
         pytest.skip("bf16 on CPU per editor: tests/editors/test_bfloat16.py")
     monkeypatch.setenv("KEBENCH_CACHE", str(tmp_path / "cache"))
     overrides = OVERRIDES[editor] + ((f"encoder={folders / 'bert'}",) if editor == "meg" else ())
-    cfg = RunConfig(editor=editor, dataset="counterfact", scale=4, model=str(folders / "llama"), device=device,
+    cfg = RunConfig(editor=editor, dataset="counterfact", scale=4, general=False, model=str(folders / "llama"), device=device,
                     dtype=dtype, hparam_overrides=overrides)
     out = tmp_path / "r.json"
     Run(cfg, out).execute()

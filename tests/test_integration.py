@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -20,7 +21,7 @@ def loader(real_lm):
 @pytest.mark.parametrize("dataset, scale", [("counterfact-rome", 3), ("zsre", 4), ("mquake", 2)])
 def test_none_runs_every_suite_and_changes_nothing(dataset, scale, tmp_path, loader, real_lm):
     out = tmp_path / f"{dataset}.json"
-    cfg = RunConfig(editor="none", dataset=dataset, scale=scale)
+    cfg = RunConfig(editor="none", dataset=dataset, scale=scale, general=False)
     result = Run(cfg, out, model_loader=loader).execute()
     assert json.loads(out.read_text())["run"]["n_cases"] == scale
     assert result["provenance"]["data"]["files"][0]["sha256"]
@@ -40,3 +41,8 @@ def test_ft_beats_none_on_counterfact_efficacy(tmp_path, loader):
     result = Run(cfg, tmp_path / "ft.json", model_loader=loader).execute()
     pre, post = result["metrics"]["pre"], result["metrics"]["post"]
     assert post["efficacy_success"] >= pre["efficacy_success"] + 0.2, (pre, post)
+    # general ability, measured before and after on the real model
+    general = result["metrics"]["general"]
+    assert 10 < general["pre"]["perplexity"] < 100 and 100 < general["pre"]["known_facts"] < 600
+    assert math.isfinite(general["post"]["perplexity"]) and 0.0 <= general["post"]["retained_knowledge"] <= 1.0
+    assert general["pre"]["generic_fluency"] > 3 and general["protocol"]["known_facts_sha256"]

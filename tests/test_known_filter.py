@@ -32,7 +32,7 @@ def loader(tiny_lm, tmp_path, monkeypatch):
 
 
 def _cfg(cf_file, **kw):
-    return RunConfig(**{"editor": "none", "dataset": "counterfact", "data_file": str(cf_file), "chunk_size": 4, **kw})
+    return RunConfig(**{"editor": "none", "dataset": "counterfact", "data_file": str(cf_file), "chunk_size": 4, "general": False, **kw})
 
 
 def _known(record):

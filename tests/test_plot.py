@@ -65,3 +65,17 @@ def test_plot_scaling_writes_the_ablations_as_a_separate_figure(tmp_path):
     written = plot_scaling(RUNS + zsre, tmp_path)
     assert [p.name for p in written] == ["scaling_counterfact.png", "scaling_counterfact_ablations.png", "scaling_zsre.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
+
+
+def test_retention_figure_from_eval_at_runs(tmp_path):
+    from kebench.plot import plot_retention
+
+    def run(editor, drop):
+        points = [{"cases": n, "edits": n, "metrics": {"score": 0.9 - drop * i},
+                   "general": {"perplexity": 40 + 5 * i, "retained_knowledge": 1 - 0.1 * i, "generic_fluency": 5.0}}
+                  for i, n in enumerate((100, 200, 300))]
+        return {"run": {"dataset": "counterfact"}, "retention": {"points": points, "immediate": {"score": 0.95}}}
+
+    written = plot_retention([("memit sequential-b100", run("memit", 0.2)), ("alphaedit sequential-b100", run("alphaedit", 0.05)),
+                              ("ft batch", {"run": {"dataset": "counterfact"}})], tmp_path)
+    assert [p.name for p in written] == ["retention_counterfact.png"] and written[0].stat().st_size > 10_000

@@ -56,7 +56,8 @@ def loader(tiny_lm, tmp_path, monkeypatch):
 
 
 def _cfg(**kw):
-    base = dict(editor="ft", dataset="toy", scale=4, hparam_overrides=("layers=[2]", "lr=0.01", "steps=5", "norm_constraint=0.05"), chunk_size=2)
+    base = dict(editor="ft", dataset="toy", scale=4, hparam_overrides=("layers=[2]", "lr=0.01", "steps=5", "norm_constraint=0.05"), chunk_size=2,
+                general=False)  # general ability: its own test below
     base.update(kw)
     return RunConfig(**base)
 
@@ -215,3 +216,71 @@ def test_provenance_records_the_code_the_run_started_with(tmp_path, loader, monk
 
     result = Run(_cfg(), tmp_path / "r.json", model_loader=load_then_commit).execute()
     assert result["provenance"]["git"] == {"commit": "a" * 40, "dirty": False}
+
+
+def test_general_ability_measured_before_and_after_and_cached(tmp_path, loader, tiny_lm):
+    result = Run(_cfg(general=True), tmp_path / "g.json", model_loader=loader).execute()
+    general = result["metrics"]["general"]
+    assert general["pre"]["perplexity"] > 1 and general["post"]["perplexity"] > 1
+    assert general["pre"]["perplexity"] != general["post"]["perplexity"]  # the fine-tuned weights were measured
+    assert set(general["protocol"]) >= {"perplexity", "retained_knowledge", "generic_fluency"}
+    # a second editor on the same cases reuses the unedited measurement
+    again = Run(_cfg(general=True, editor="none", hparam_overrides=()), tmp_path / "h.json", model_loader=loader).execute()
+    assert again["metrics"]["general"]["pre"] == general["pre"]
+    assert "general" not in again["timings_s"]  # cached, and `none` changes nothing to measure after
+    assert again["metrics"]["general"]["post"]["perplexity"] == general["pre"]["perplexity"]
+
+
+def test_eval_at_records_immediate_and_retention_points(tmp_path, loader):
+    cfg = _cfg(mode="sequential", batch_size=1, eval_at="immediate,2")
+    result = Run(cfg, tmp_path / "r.json", model_loader=loader).execute()
+    retention = result["retention"]
+    assert [p["cases"] for p in retention["points"]] == [2, 4]
+    assert retention["points"][-1]["metrics"] == result["metrics"]["post"]  # the last point is the final evaluation
+    assert set(retention["immediate"]) == set(result["metrics"]["post"])
+    assert all("immediate" in c for c in result["cases"])
+    # the first case, right after its own step, vs after all four steps: different models, different records
+    first = result["cases"][0]
+    assert first["immediate"]["nll"] != first["post"]["nll"]
+    # evaluating between steps is not editing time
+    assert result["timings_s"]["retention"] > 0
+
+
+def test_eval_at_resumes_without_repeating_finished_evaluations(tmp_path, loader, tiny_lm, monkeypatch):
+    from kebench.models.loaded import LoadedModel, exact_checksum
+    from tests.conftest import make_tiny_llama
+
+    def loader(cfg):  # a fresh model per run, as a new process would load (the interrupted run never restores)
+        model = make_tiny_llama()
+        return LoadedModel(model, tiny_lm.tokenizer, "tiny-llama", exact_checksum(model), source="random")
+
+    cfg = _cfg(mode="sequential", batch_size=1, eval_at="immediate,2")
+    out = tmp_path / "r.json"
+    run = Run(cfg, out, model_loader=loader)
+    calls = {"n": 0}
+    real = run._records
+
+    def fail_after_retention(name, cases, fn, label, path=None):
+        if name == "post":
+            raise KeyboardInterrupt  # interrupted before the final evaluation
+        calls["n"] += 1
+        return real(name, cases, fn, label, path)
+
+    monkeypatch.setattr(run, "_records", fail_after_retention)
+    with pytest.raises(KeyboardInterrupt):
+        run.execute()
+    full = json.loads(json.dumps(Run(cfg, tmp_path / "fresh.json", model_loader=loader).execute()))
+    resumed = Run(cfg, out, resume=True, model_loader=loader).execute()
+    assert resumed["retention"] == full["retention"]
+    assert calls["n"] == 2 + 4 + 1  # the interrupted run got through reference, pre, four steps' cases and one point
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(eval_at="immediate"), "--mode sequential"),
+    (dict(mode="sequential", batch_size=2, eval_at="3"), "multiple of --batch-size 2"),
+    (dict(mode="sequential", batch_size=2, eval_at="8"), "at most --scale 4"),
+    (dict(mode="sequential", batch_size=2, eval_at="soon"), "neither 'immediate'"),
+])
+def test_eval_at_rejects_bad_schedules(kw, message):
+    with pytest.raises(ConfigError, match=message):
+        _cfg(**kw).validate()

@@ -58,12 +58,19 @@ def neighbourhood_kept(pre: Sequence[dict[str, Any]], post: Sequence[dict[str, A
     prefers the new target on many neighbours before any edit); this counts what the edit changed."""
     same = total = 0
     for a, b in zip(pre, post, strict=True):
-        if a["case_id"] != b["case_id"]:
-            raise ValueError(f"pre/post records out of order: {a['case_id']} vs {b['case_id']}")
-        before, after = a["nll"].get("neighbourhood", []), b["nll"].get("neighbourhood", [])
-        same += sum((t0 < n0) == (t1 < n1) for (n0, t0), (n1, t1) in zip(before, after, strict=True))
-        total += len(before)
+        kept, prompts = neighbourhood_kept_counts(a, b)
+        same += kept
+        total += prompts
     return {"neighbourhood_kept": same / total} if total else {}
+
+
+def neighbourhood_kept_counts(pre: dict[str, Any], post: dict[str, Any]) -> tuple[int, int]:
+    """One case's part of `neighbourhood_kept`: (prompts whose preference the edit kept, prompts)."""
+    if pre["case_id"] != post["case_id"]:
+        raise ValueError(f"pre/post records out of order: {pre['case_id']} vs {post['case_id']}")
+    before, after = pre["nll"].get("neighbourhood", []), post["nll"].get("neighbourhood", [])
+    same = sum((t0 < n0) == (t1 < n1) for (n0, t0), (n1, t1) in zip(before, after, strict=True))
+    return same, len(before)
 
 
 def counterfact_record(

@@ -45,6 +45,10 @@ METRICS: dict[str, Metric] = {
     **{f"{axis}_{kind}": Metric() for axis in ("reliability", "generality", "locality") for kind in ("tf", "em")},
     "reliability_contains": Metric(),
     "generality_contains": Metric(),
+    # general ability (kebench.metrics.general), every suite
+    "perplexity": Metric(higher_is_better=False, unit="ppl"),
+    "retained_knowledge": Metric(),
+    "generic_fluency": Metric(unit="bits"),
     # MQuAKE
     "edit_accuracy": Metric(),
     "multihop_accuracy": Metric(),

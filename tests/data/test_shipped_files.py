@@ -20,6 +20,7 @@ EXPECTED = {
     "zsre_mend_train_1k.json": (1000, "e62596101d8ed551889c26c0d2a5277f92eaef3b14416d8eaee39b04a244ab60"),
     "knowedit_ZsRE-test-all.json": (1304, "701add2223886ada5f6b5c2aa18b69109a2e33928ef41adc69dde7b95b22b3ab"),
     "MQuAKE-hard.json": (329, "0c821d45ab2b12b13f47fde20d5aedc293f19e8670d3c4ea4ae639025214874b"),
+    "known_1000.json": (1209, "61daca55318bb5260c1e62e133debef9102c7b278bbc7b19dd2ac655543f333a"),
     "wikitext_dedup.txt": (5466, "195468dae4fa9ddbf268808e37eab949b736da2d0f24b56c7eddc17d9496b2a2"),
 }
 
