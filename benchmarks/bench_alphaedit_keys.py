@@ -18,7 +18,7 @@ import time
 
 from bench_setup import load_bench_model, machine_record, model_arguments
 from editors.alphaedit import AlphaEditEditor
-from kebench.data.suites import load_cases
+from kebench.suites import load_cases
 from kebench.io import atomic_write_json
 from kebench.models.loaded import exact_checksum
 

@@ -29,11 +29,10 @@ from editors.meg.neuron import NeuronSpec
 from editors.memit import MEMITEditor
 from editors.memit.prompts import build_batch
 from editors.memit.values import fit_target_values
-from kebench.data.suites import load_cases
 from kebench.io import atomic_write_json
 from kebench.models.load import load_model
 from kebench.stats import layer_covariance
-from kebench.suites import get_suite
+from kebench.suites import get_suite, load_cases
 
 
 def matmul_peak(shapes: list[tuple[int, int, int]], repeats: int = 5) -> dict:
@@ -85,7 +84,7 @@ def main() -> None:
     hp = memit.hparams
     memit.covariance(lm)
     batch = build_batch(lm.tokenizer, requests, memit.prefixes(lm))
-    vcfg = dataclasses.replace(hp.value_config(), v_edits_per_batch=len(requests))
+    vcfg = dataclasses.replace(hp, v_edits_per_batch=len(requests))
     meg = MeGHParams()
     layer = meg.layer_for(lm.adapter.num_layers)
     suite = get_suite("counterfact")

@@ -23,7 +23,7 @@ from editors.meg import MeGEditor
 from editors.meg.fitting import fit_neurons
 from editors.meg.neuron import NeuronSpec
 from kebench.config import parse_override, with_overrides
-from kebench.data.suites import load_cases
+from kebench.suites import load_cases
 from kebench.io import atomic_write_json
 from kebench.scoring import score_targets
 

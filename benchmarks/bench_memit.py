@@ -25,7 +25,7 @@ from editors.memit.keys import lower_states
 from editors.memit.prompts import EditBatch, build_batch
 from editors.memit.update import spread_updates
 from editors.memit.values import TargetValues, fit_target_values
-from kebench.data.suites import load_cases
+from kebench.suites import load_cases
 from kebench.editor import WeightEditHandle
 from kebench.io import atomic_write_json
 from kebench.models.loaded import LoadedModel, exact_checksum
@@ -45,7 +45,7 @@ def fit_and_edit(
 ) -> tuple[dict, TargetValues]:
     """Fit the values (`split` as in fit_target_values), apply the MEMIT update, score efficacy, restore."""
     hp = editor.hparams
-    cfg = dataclasses.replace(hp.value_config(), v_edits_per_batch=edits_per_batch)
+    cfg = dataclasses.replace(hp, v_edits_per_batch=edits_per_batch)
     values = fit_target_values(lm, batch, hp.layers[-1], cfg, split=split)
     handle = WeightEditHandle(lm.model, [lm.adapter.mlp_out_param_name(l) for l in hp.layers])
     t0 = time.perf_counter()

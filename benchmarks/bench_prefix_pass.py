@@ -24,7 +24,7 @@ from bench_setup import load_bench_model, machine_record, model_arguments
 from editors.memit import MEMITEditor
 from editors.memit.prompts import build_batch
 from editors.memit.suffix import SuffixRows, _cache_tensors, edits_by_suffix_width
-from kebench.data.suites import load_cases
+from kebench.suites import load_cases
 from kebench.hooks import head_at
 from kebench.io import atomic_write_json
 

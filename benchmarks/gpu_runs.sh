@@ -17,7 +17,7 @@ mkdir -p "$results" "$out_dir"
 while read -r editor dataset scale extra; do
   [[ -z "$editor" || "$editor" == \#* ]] && continue
   out=$(job_output "$results" "$editor" "$dataset" "$scale" "$extra")
-  [[ -f "$out" ]] && { echo "done: $out"; continue; }
+  measured_today "$out" && { echo "done: $out"; continue; }
   left=$(( deadline - $(date +%s) ))
   (( left < 60 )) && { echo "skipped (budget): $out"; continue; }
   echo "$(date -u +%H:%M:%S) start: $out (${left}s left)"

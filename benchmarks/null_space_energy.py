@@ -26,7 +26,7 @@ from editors.alphaedit import AlphaEditEditor
 from editors.alphaedit.null_space import null_space_projector
 from editors.memit.keys import edit_keys
 from editors.memit.prompts import build_batch
-from kebench.data.suites import load_cases
+from kebench.suites import load_cases
 from kebench.hooks import StopForward, hooks, run_until_stopped
 from kebench.io import atomic_write_json
 from kebench.models.load import load_model

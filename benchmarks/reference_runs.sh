@@ -10,10 +10,7 @@ jobs_file="${1:-benchmarks/reference_jobs.txt}"
 while read -r editor dataset scale extra; do
   [[ -z "$editor" || "$editor" == \#* ]] && continue
   out=$(job_output "results/smollm2-135m" "$editor" "$dataset" "$scale" "$extra")
-  # done when the file exists and was measured under today's protocols (general ability is part of every run since
-  # issue #23); an older file is re-run in place (--resume keeps any checkpoint; the file is replaced at the end)
-  [[ -f "$out" ]] && python3 -c 'import json,sys; sys.exit(0 if "general" in json.load(open(sys.argv[1]))["metrics"] else 1)' "$out" \
-    && { echo "done: $out"; continue; }
+  measured_today "$out" && { echo "done: $out"; continue; }
   echo "$(date -u +%H:%M:%S) start: $out"
   # shellcheck disable=SC2086
   kebench run --editor "$editor" --dataset "$dataset" --scale "$scale" --out "$out" --resume $extra \

@@ -25,7 +25,7 @@ from editors.memit.prompts import build_batch
 from editors.memit.update import spread_updates
 from editors.memit.values import fit_target_values
 from kebench.data.case import EditCase
-from kebench.data.suites import load_cases
+from kebench.suites import load_cases
 from kebench.editor import WeightEditHandle
 from kebench.io import atomic_write_json
 from kebench.models.load import load_model
@@ -93,7 +93,7 @@ def main() -> None:
         cov = memit.covariance(lm)
         t_stats = time.perf_counter() - t0
         batch = build_batch(lm.tokenizer, requests, memit.prefixes(lm))
-        values = fit_target_values(lm, batch, layers[-1], hp.value_config())
+        values = fit_target_values(lm, batch, layers[-1], hp)
         fit = {**values.stats(), "fit_s_per_edit": round(values.seconds / len(requests), 2), "stats_s": round(t_stats, 1)}
         print(spec, fit, flush=True)
         solvers = {f"memit λ={lam:g}": dataclasses.replace(hp, mom2_update_weight=lam) for lam in args.lambdas}

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kebench.config import parse_override
 from kebench.errors import ConfigError, DataError, KebenchError
 from kebench.metrics.spec import PERCENT, metric_spec
+from kebench.results import Metrics, RunResult, from_json_at, read_result
 
 if TYPE_CHECKING:
     from kebench.metrics.uncertainty import DropTest
@@ -33,7 +32,7 @@ class ResultSummary:
     post: dict[str, float]
     seconds_per_edit: float
     total_seconds: float
-    overrides: tuple[str, ...] = ()  # --hparam overrides and drift from today's defaults (separate rows and gate keys)
+    overrides: tuple[str, ...] = ()  # RunIdentity.overrides: settings apart from the editor's defaults (rows and gate keys)
     peak_memory_mb: float | None = None
     from_fit_cache: bool = False  # part of the fitting was read from kebench.fit_cache: s/edit is not a fresh fit's
     device: str = "cpu"  # "cpu", or the GPU's name: times (and peak memory, then the GPU's) are that device's
@@ -66,79 +65,18 @@ class ResultSummary:
         return f"{self.variant}/{self.suite_label}/n{self.scale}/{self.mode}"
 
 
-# Hyperparameters that set only how many edits are fitted per forward/backward: every edit keeps its
-# own optimiser state (kebench.optim.RowAdam), so they change rounding, not results. A run with one
-# of them overridden is the same row and gate key as the run without.
-THROUGHPUT_HPARAMS = frozenset({"v_edits_per_batch", "fit_batch_size"})
-# Switches for caching and checkpointing: they decide what is recomputed, never what comes out.
-OPERATIONAL_HPARAMS = frozenset({"v_cache", "update_checkpoint", "fit_cache"})
-
-
-def _override_key(override: str) -> str:
-    return override.split("=", 1)[0].strip()
-
-
-def identifying_overrides(overrides: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
-    """The --hparam overrides that make a run a different configuration (see THROUGHPUT_HPARAMS)."""
-    return tuple(o for o in overrides or () if _override_key(o) not in THROUGHPUT_HPARAMS)
-
-
-def drift_from_defaults(recorded: dict | None, defaults: dict, overridden: tuple[str, ...]) -> tuple[str, ...]:
-    """`key=value` for each recorded hyperparameter that today's `defaults` do not match, outside the
-    run's own overrides. A default changed since a run was made then shows as a configuration of its
-    own instead of passing for today's; keys a run predates are left out (it recorded no value)."""
-    if not recorded:
-        return ()
-    ignored = {_override_key(o) for o in overridden} | THROUGHPUT_HPARAMS | OPERATIONAL_HPARAMS
-    return tuple(
-        f"{key}={_format_value(recorded[key])}"
-        for key, default in defaults.items()
-        if key in recorded and key not in ignored and recorded[key] != default
-    )
-
-
-@lru_cache(maxsize=None)
-def _current_defaults(editor: str, model: str) -> dict:
-    """Today's default hyperparameters as a results file records them (tuples become lists); empty for
-    an editor or config this install lacks, whose runs keep their recorded overrides only. Shared
-    between calls: read only."""
-    from kebench.editor import EDITORS
-
-    try:
-        hparams = EDITORS.get(editor).default_hparams(model)
-    except Exception:
-        return {}
-    return json.loads(json.dumps(dataclasses.asdict(hparams)))
-
-
-def _format_value(value: object) -> str:
-    if isinstance(value, list):
-        return "[" + ",".join(_format_value(v) for v in value) + "]"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
 def load_result(path: Path, *, level: float | None = None, n_resamples: int = 1000) -> ResultSummary:
-    """The summary of the results file at `path`. With `level`, its bootstrap intervals at that level too:
-    the stored ones where they match, else computed from the file's per-case records (older files)."""
-    data = _read(Path(path))
-    summary = summarize(Path(path), data)
+    """The summary of the results file at `path` (read through kebench.results). With `level`, its bootstrap
+    intervals at that level too: the stored ones where they match, else computed from the file's per-case
+    records (older files)."""
+    result = read_result(Path(path))
+    summary = summarize(Path(path), result)
     if level is None:
         return summary
-    return dataclasses.replace(summary, intervals=_intervals(summary, data, level, n_resamples))
+    return dataclasses.replace(summary, intervals=_intervals(summary, result, level, n_resamples))
 
 
-def _read(path: Path) -> dict:
-    if not path.exists():
-        raise ConfigError(f"results file {path} does not exist")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path} is not a kebench results file (JSONDecodeError: {exc})") from None
-
-
-def _intervals(summary: ResultSummary, data: dict, level: float, n_resamples: int) -> dict[str, Any] | None:
+def _intervals(summary: ResultSummary, result: RunResult, level: float, n_resamples: int) -> dict[str, Any] | None:
     """Intervals at `level` over `n_resamples`: the file's own if it stored those, else from its cases (None
     where it has no per-case records or its suite is not installed)."""
     from kebench.metrics.uncertainty import interval_record
@@ -147,13 +85,13 @@ def _intervals(summary: ResultSummary, data: dict, level: float, n_resamples: in
     stored = summary.intervals
     if stored and stored.get("level") == level and stored.get("n_resamples") == n_resamples:
         return stored
-    cases = data.get("cases")
-    if not cases:
+    if not result.cases:
         return None
     try:
         suite = get_suite(summary.dataset)
     except ConfigError:
         return None
+    cases = result.cases
     return interval_record(suite, [c["pre"] for c in cases], [c["post"] for c in cases], n_resamples=n_resamples, level=level)
 
 
@@ -161,78 +99,50 @@ def load_cases(path: Path) -> list[dict]:
     """The per-case records ({"case_id", "pre", "post"}) of the results file at `path` (a one-line
     DataError where the file cannot be read again or has none)."""
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read the per-case records of {path} ({type(exc).__name__})") from None
-    cases = data.get("cases") if isinstance(data, dict) else None
+        cases = read_result(Path(path)).cases
+    except KebenchError as exc:
+        raise DataError(f"cannot read the per-case records of {path} ({exc})") from None
     if not cases:
         raise DataError(f"{Path(path).name} has no per-case records (`cases`) to pair")
-    return cases
+    return list(cases)
 
 
-def summarize(path: Path, data: dict) -> ResultSummary:
-    """The summary of a results file's parsed JSON `data` (for callers that also read other fields)."""
+def summarize(path: Path, data: RunResult | dict) -> ResultSummary:
+    """The summary of a results file (a RunResult, or its parsed JSON) at `path`. Its row and gate key are
+    the identity the run recorded (kebench.results.RunIdentity; a version 1 file's is derived on reading)."""
+    result = data if isinstance(data, RunResult) else from_json_at(path, data)
+    identity, metrics = result.identity, result.metrics
     try:
-        run = data["run"]
-        mode = run["mode"] + (f"-b{run['batch_size']}" if run["mode"] == "sequential" else "")
         return ResultSummary(
             path=path,
-            editor=data["editor"],
-            dataset=run["dataset"],
-            scale=int(run["n_cases"]),
-            mode=mode,
-            model=run.get("model") or "default",
-            seed=int(run["seed"]),
-            pre={**data["metrics"]["pre"], **_general(data, "pre")},
-            post={**_with_paired(run["dataset"], data["metrics"]["post"], data.get("cases")), **_general(data, "post")},
-            seconds_per_edit=float(data.get("seconds_per_edit", 0.0)),
-            total_seconds=float(data["timings_s"].get("total", 0.0)),
-            overrides=_identity(data["editor"], run, data.get("hparams")),
-            peak_memory_mb=_peak_memory_mb(data.get("memory") or {}),
-            from_fit_cache=used_fit_cache(data),
-            device=_device(data.get("provenance") or {}),
-            case_filter=run.get("case_filter"),
-            intervals=data["metrics"].get("intervals"),
+            editor=identity.editor,
+            dataset=identity.dataset,
+            scale=identity.scale,
+            mode=identity.mode + (f"-b{identity.batch_size}" if identity.mode == "sequential" else ""),
+            model=identity.model,
+            seed=result.run.seed,
+            pre={**metrics.pre, **_general(metrics, "pre")},
+            post={**_with_paired(identity.dataset, metrics.post, result.cases), **_general(metrics, "post")},
+            seconds_per_edit=float(result.seconds_per_edit),
+            total_seconds=float(result.timings_s.get("total", 0.0)),
+            overrides=identity.overrides,
+            peak_memory_mb=result.memory.peak_mb,
+            from_fit_cache=used_fit_cache(result),
+            device=result.provenance.hardware.label,
+            case_filter=identity.case_filter,
+            intervals=metrics.intervals,
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:  # per-case records the suite cannot pair
         raise ConfigError(f"{path} is not a kebench results file ({type(exc).__name__}: {exc})") from None
 
 
-def _identity(editor: str, run: dict, recorded: dict | None) -> tuple[str, ...]:
-    """What sets a run apart from today's default configuration: its overrides, less any that today's
-    default now equals, and its drift from today's defaults."""
-    model = run.get("model") or "default"
-    overrides = identifying_overrides(run.get("hparam_overrides"))
-    defaults = _current_defaults(editor, model)
-    differing = tuple(o for o in overrides if not _equals_default(o, defaults))
-    return differing + drift_from_defaults(recorded, defaults, overrides)
-
-
-def _equals_default(override: str, defaults: dict) -> bool:
-    try:
-        key, value = parse_override(override)
-    except ConfigError:
-        return False
-    return key in defaults and json.loads(json.dumps(value)) == defaults[key]
-
-
-def _device(provenance: dict) -> str:
-    hardware = provenance.get("hardware") or {}
-    return hardware.get("gpu") or ("cpu" if str(hardware.get("device", "cpu")).startswith("cpu") else str(hardware["device"]))
-
-
-def _peak_memory_mb(memory: dict) -> float | None:
-    """A GPU run's peak is its GPU memory (what limits it there); a CPU run's, its resident set."""
-    return memory.get("peak_cuda_mb") or memory.get("peak_rss_mb")
-
-
-def used_fit_cache(data: dict) -> bool:
-    """Whether a results file's editing read fitted values, neurons, a trained generator or finished
-    update steps from the fit cache (its s/edit then leaves that work out)."""
+def used_fit_cache(result: RunResult) -> bool:
+    """Whether a run's editing read fitted values, neurons, a trained generator or finished update steps
+    from the fit cache (its s/edit then leaves that work out)."""
     return any(
-        stats.get("v_cached_groups") or stats.get("fit_cached_chunks") or stats.get("diffusion_from_cache")
-        or stats.get("update_resumed_steps")
-        for stats in ((step.get("stats") or {}) for step in data.get("editor_stats") or [])
+        step.stats.get("v_cached_groups") or step.stats.get("fit_cached_chunks") or step.stats.get("diffusion_from_cache")
+        or step.stats.get("update_resumed_steps")
+        for step in result.editor_stats
     )
 
 
@@ -243,7 +153,7 @@ CACHED_NOTE = (
 )
 
 
-def _with_paired(dataset: str, post: dict[str, float], cases: list[dict] | None) -> dict[str, float]:
+def _with_paired(dataset: str, post: dict[str, float], cases: Sequence[dict]) -> dict[str, float]:
     """Post metrics, with the suite's paired metrics computed from the per-case records when the
     file predates them (the records hold everything they need; nothing is estimated)."""
     from kebench.suites import get_suite, suite_names
@@ -281,9 +191,9 @@ def expand_paths(paths: list[Path]) -> list[Path]:
 GENERAL_METRICS = ("perplexity", "retained_knowledge", "generic_fluency")
 
 
-def _general(data: dict, side: str) -> dict[str, float]:
+def _general(metrics: Metrics, side: str) -> dict[str, float]:
     """The general-ability numbers of one side ("pre" or "post") of a results file, as metrics (none if not measured)."""
-    block = (data["metrics"].get("general") or {}).get(side) or {}
+    block = (metrics.general or {}).get(side) or {}
     return {k: float(v) for k, v in block.items() if k in GENERAL_METRICS and isinstance(v, (int, float))}
 
 

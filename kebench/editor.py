@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
@@ -22,6 +22,9 @@ from kebench.data.case import EditRequest
 from kebench.errors import NumericalError
 from kebench.models.loaded import LoadedModel
 from kebench.registry import Registry
+
+if TYPE_CHECKING:
+    from kebench.suites import Suite
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,8 +130,6 @@ class Editor(ABC):
     name: ClassVar[str]
     hparams_cls: ClassVar[type[HParams]]
     config_dir: ClassVar[Path | None] = None
-    #: True if the editor changes weights (handles are WeightEditHandle and checkpointable by state).
-    edits_weights: ClassVar[bool] = True
     #: True if the editor leaves the model as it is (the `none` baseline): its post-edit records are the
     #: pre-edit ones, so the runner reuses them instead of evaluating the same model twice.
     changes_nothing: ClassVar[bool] = False
@@ -137,7 +138,13 @@ class Editor(ABC):
         self.hparams = hparams if hparams is not None else self.hparams_cls()
 
     @classmethod
-    def default_hparams(cls, model_name: str) -> HParams:
+    def default_hparams(cls, model_name: str, suite: Suite | None = None) -> HParams:
+        """The editor's settings for `model_name` (`config_dir/<model>.yaml`, else the dataclass's defaults).
+
+        `suite`: the suite the run edits, which the runner passes so that a default may follow it; an
+        editor that trains on data overrides this to take the suite's training pool (MeG: `Suite.pool`).
+        Without a suite (tables comparing recorded settings with today's), the model's defaults alone.
+        """
         if cls.config_dir is None:
             return cls.hparams_cls()
         return load_hparams(cls.hparams_cls, cls.config_dir, model_name)

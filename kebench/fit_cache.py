@@ -10,9 +10,9 @@ A file that is unreadable or whose content does not match its key is ignored and
 
 Several processes may share one cache and split a long fit between them (two `kebench run`s
 of MEMIT and AlphaEdit on the same cases, say): a process `claim`s a group before fitting it
-(an exclusive lock file beside the entry), other processes fit the unclaimed groups first and
-then `wait_for` the claimed ones. A claim whose process has died (its pid gone, or now naming a process that
-started later, or the claim older than the machine's last start) is stale and taken over.
+(an exclusive OS file lock, `filelock`, on a `.lock` file beside the entry), other processes fit
+the unclaimed groups first and then `wait_for` the claimed ones. The operating system drops a
+claim when its process ends, however it ends, so a dead process's claim is never waited on.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock, Timeout
 
 from kebench.io import atomic_torch_save
 from kebench.models.embedded import cache_root
@@ -36,8 +35,6 @@ from kebench.models.embedded import cache_root
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-# a claim from another machine (its process cannot be checked) counts as stale after this long
-FOREIGN_CLAIM_SECONDS = 6 * 3600
 
 
 @dataclass
@@ -97,6 +94,7 @@ class FitCache:
         self.hits = 0
         self.misses = 0
         self.poll_seconds = 5.0  # how often `wait_for` looks again
+        self._claims: dict[str, FileLock] = {}  # the claims this cache holds, by key
 
     def key(self, settings: Mapping[str, Any], inputs: Mapping[str, torch.Tensor]) -> str:
         """sha256 over everything a group's fit depends on (`settings` must be JSON-able)."""
@@ -173,35 +171,40 @@ class FitCache:
         return self.path(key).with_suffix(".lock")
 
     def claim(self, key: str) -> bool:
-        """Take the exclusive right to fit `key`'s group; False if a live process holds it.
-        A stale claim (its process is gone) is removed and taken over; two processes taking over
-        the same stale claim at once may both fit the group: wasted work, never a wrong entry
-        (the fit depends only on the key, and saves are atomic)."""
-        lock = self._lock(key)
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if not self._claim_is_stale(lock):
-                    return False
-                log.warning("taking over the stale claim %s (its process is gone)", lock)
-                lock.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump({"host": socket.gethostname(), "pid": os.getpid(), "start": process_start(os.getpid()),
-                           "time": time.time()}, f)
-            return True
-        return False
+        """Take the exclusive right to fit `key`'s group; False if a live process (or another claim
+        of this one) holds it. The lock file stays after `release`; only the lock on it matters."""
+        if key in self._claims:
+            return False
+        lock_path = self._lock(key)
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(lock_path))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return False
+        self._claims[key] = lock
+        return True
 
     def release(self, key: str) -> None:
         """Give up a claim taken with `claim` (after saving, or after a failed fit)."""
-        self._lock(key).unlink(missing_ok=True)
+        lock = self._claims.pop(key, None)
+        if lock is not None:
+            lock.release()
 
     def claimed(self, key: str) -> bool:
         """Whether a live process (this one included) holds `key`'s claim."""
-        lock = self._lock(key)
-        return lock.exists() and not self._claim_is_stale(lock)
+        if key in self._claims:
+            return True
+        lock_path = self._lock(key)
+        if not lock_path.exists():
+            return False
+        probe = FileLock(str(lock_path))
+        try:
+            probe.acquire(timeout=0)
+        except Timeout:
+            return True
+        probe.release()
+        return False
 
     def wait_for(self, key: str, fields: tuple[str, ...] = ()) -> dict[str, Any] | None:
         """`key`'s entry once the process that claimed it has saved it; None if that process
@@ -209,60 +212,3 @@ class FitCache:
         while self.claimed(key) and not self.path(key).is_file():
             time.sleep(self.poll_seconds)
         return self.load(key, fields)
-
-    @staticmethod
-    def _claim_is_stale(lock: Path) -> bool:
-        try:
-            owner = json.loads(lock.read_text())
-            mtime = lock.stat().st_mtime
-        except FileNotFoundError:
-            return True
-        except (OSError, ValueError):  # being written right now, or foreign: judge by age
-            return time.time() - _mtime(lock) > FOREIGN_CLAIM_SECONDS
-        if owner.get("host") != socket.gethostname():
-            return time.time() - mtime > FOREIGN_CLAIM_SECONDS
-        booted = boot_time()
-        if booted is not None and mtime < booted:  # written before this machine last started
-            return True
-        pid = int(owner.get("pid", -1))
-        start = owner.get("start")
-        if start is not None:  # pid and start time name one process: stale once it is gone (its pid maybe reused)
-            return process_start(pid) != start
-        if pid == os.getpid():
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:  # alive, another user's
-            return False
-        return False
-
-
-def process_start(pid: int) -> int | None:
-    """When process `pid` started (clock ticks since boot, /proc/<pid>/stat field 22), or None where
-    unknown: with the pid it names one process, so a claim is not mistaken for a later process's
-    that was given the same pid."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat.rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def boot_time() -> float | None:
-    """When this machine started (seconds since the epoch, /proc/stat's btime), or None where unknown."""
-    try:
-        for line in Path("/proc/stat").read_text().splitlines():
-            if line.startswith("btime "):
-                return float(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except FileNotFoundError:
-        return 0.0

@@ -1,9 +1,9 @@
 """Scaling curves from results files: each headline metric vs edit count, and time and memory vs edit count.
 
 Per suite, one figure of each editor's default configuration (a colour per editor, a line style per
-mode and device) and, when there are any, one of the ablations: runs with hparam overrides or whose
-recorded settings differ from today's defaults (`meg [familiarity=similarity]`), drawn beside their
-editor's default runs (grey, for reference)."""
+mode and device) and, when there are any, one of the ablations: runs whose identity has overrides
+(kebench.results.RunIdentity: settings apart from the editor's defaults, e.g. `meg [familiarity=similarity]`),
+drawn beside their editor's default runs (grey, for reference)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from kebench.compare import ResultSummary
 from kebench.metrics.spec import metric_spec
+from kebench.results import Retention, RunResult
 
 # a line style and a marker per mode/device (a run at one scale is a marker only)
 LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2)))
@@ -184,11 +185,11 @@ def plot_scaling(summaries: list[ResultSummary], out_dir: Path) -> list[Path]:
 RETENTION_GENERAL = ("perplexity", "retained_knowledge")
 
 
-def plot_retention(runs: list[tuple[str, dict]], out_dir: Path) -> list[Path]:
+def plot_retention(runs: list[tuple[str, RunResult]], out_dir: Path) -> list[Path]:
     """Per suite, `retention_<suite>.png` for sequential runs made with --eval-at: the headline score of
     every case edited so far against the cases edited (solid), each step's cases right after their own step
     (a dotted level: `immediate`), and general ability (perplexity, known facts retained) at the same points.
-    `runs` are (label, results JSON) pairs."""
+    `runs` are (label, results file) pairs; those without a retention block are left out."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -197,29 +198,29 @@ def plot_retention(runs: list[tuple[str, dict]], out_dir: Path) -> list[Path]:
     from kebench.suites import get_suite
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    by_suite: dict[str, list[tuple[str, dict]]] = defaultdict(list)
+    by_suite: dict[str, list[tuple[str, Retention]]] = defaultdict(list)
     for label, result in runs:
-        if result.get("retention"):
-            by_suite[result["run"]["dataset"]].append((label, result))
+        if result.retention is not None:
+            by_suite[result.run.dataset].append((label, result.retention))
     written: list[Path] = []
     for dataset, chosen in sorted(by_suite.items()):
         headline = "score" if "score" in get_suite(dataset).headline else get_suite(dataset).headline[0]
-        panels = [headline, *(g for g in RETENTION_GENERAL if any(p.get("general") for _, r in chosen for p in r["retention"]["points"]))]
+        panels = [headline, *(g for g in RETENTION_GENERAL if any(p.general for _, r in chosen for p in r.points))]
         fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.6), squeeze=False)
         colors = _palette("tab10", len(chosen))
-        for (label, result), color in zip(chosen, colors):
-            points = result["retention"]["points"]
-            xs = [p["cases"] for p in points]
+        for (label, retention), color in zip(chosen, colors):
+            points = retention.points
+            xs = [p.cases for p in points]
             for ax, panel in zip(axes[0], panels):
                 if panel == headline:
-                    ys = [metric_spec(panel).shown(p["metrics"][panel]) for p in points]
+                    ys = [metric_spec(panel).shown(p.metrics[panel]) for p in points]
                     ax.plot(xs, ys, color=color, marker="o", label=f"{label}: all cases so far")
-                    immediate = result["retention"].get("immediate", {}).get(panel)
+                    immediate = (retention.immediate or {}).get(panel)
                     if immediate is not None:
                         ax.axhline(metric_spec(panel).shown(immediate), color=color, linestyle=":",
                                    label=f"{label}: each step's cases right after it")
                 else:
-                    ys = [metric_spec(panel).shown(p["general"][panel]) if p.get("general") and p["general"].get(panel) is not None
+                    ys = [metric_spec(panel).shown(p.general[panel]) if p.general and p.general.get(panel) is not None
                           else float("nan") for p in points]
                     ax.plot(xs, ys, color=color, marker="o", label=label)
         for ax, panel in zip(axes[0], panels):

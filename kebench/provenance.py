@@ -13,7 +13,7 @@ import torch
 
 import kebench
 
-PACKAGES = ("torch", "transformers", "diffusers", "datasets", "safetensors", "accelerate", "numpy")
+PACKAGES = ("torch", "transformers", "diffusers", "safetensors", "accelerate", "numpy")
 
 
 def git_state() -> dict[str, Any]:

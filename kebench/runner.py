@@ -14,17 +14,17 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from transformers import set_seed
 
 from kebench import __version__
 from kebench.config import parse_override, with_overrides
 from kebench.data.case import EditCase, EditRequest, unique_requests
-from kebench.data.suites import check_scale
+from kebench.data.loading import check_scale
 from kebench.diagnostics import record_step
 from kebench.distributed import Shard, local_device
 from kebench.editor import EDITORS, EditHandle, Editor, StackedHandle
@@ -37,14 +37,17 @@ from kebench.registry import Registry
 from kebench.provenance import git_state, hardware, package_versions, peak_memory_mb
 from kebench.suites import Suite, get_suite, post_metrics
 from kebench.metrics.uncertainty import interval_record
-
-SCHEMA_VERSION = 1
+from kebench.results import (
+    EditStep, Hardware, Memory, Metrics, ModelInfo, Provenance, Retention, RetentionPoint, RunInfo, RunResult, Selection,
+    hparams_record, run_identity,
+)
+from kebench.timing import Timer
 
 _PACKAGE = Path(__file__).resolve().parent
 #: The code the unedited model's records come from: data parsing and prompt templates, tokenisation,
 #: scoring, the metrics and the suite definitions. The pre-edit cache is keyed by a hash of these.
 EVALUATION_SOURCES: tuple[Path, ...] = tuple(
-    _PACKAGE / name for name in ("data", "metrics", "scoring.py", "tokens.py", "suites.py", "builtin_suites.py")
+    _PACKAGE / name for name in ("data", "metrics", "scoring.py", "tokens.py", "suites.py")
 )
 
 
@@ -187,7 +190,7 @@ def case_filter(name: str) -> CaseFilter:
 def select_cases(
     cases: Sequence[EditCase], n: int | None, seed: int, flt: CaseFilter,
     unedited: Callable[[Sequence[EditCase]], dict[str, dict]],
-) -> tuple[list[EditCase], dict[str, Any]]:
+) -> tuple[list[EditCase], Selection]:
     """The first `n` cases `flt` keeps (all of them when `n` is None), walking the cases in a seeded
     shuffle (random.Random(seed)); returned in file order, with what the results record about the choice.
 
@@ -222,34 +225,20 @@ def select_cases(
         )
     position = {c.case_id: i for i, c in enumerate(cases)}
     kept.sort(key=lambda c: position[c.case_id])
-    selection = {
-        "filter": flt.name,
-        "rule": flt.rule,
-        "order": f"random.Random({seed}).shuffle of the {len(order)} cases; the first {len(kept)} kept, run in file order",
-        "considered": considered,
-        "kept": len(kept),
-        "case_ids": [c.case_id for c in kept],
-    }
+    selection = Selection(
+        filter=flt.name,
+        rule=flt.rule,
+        order=f"random.Random({seed}).shuffle of the {len(order)} cases; the first {len(kept)} kept, run in file order",
+        considered=considered,
+        kept=len(kept),
+        case_ids=tuple(c.case_id for c in kept),
+    )
     return kept, selection
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def case_requests(cases: Sequence[EditCase]) -> list[EditRequest]:
     """The distinct rewrites of `cases`, each once, in case order."""
     return unique_requests(r for case in cases for r in case.requests)
-
-
-@dataclass
-class Timer:
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def add(self, phase: str, seconds: float) -> None:
-        self.timings[phase] = self.timings.get(phase, 0.0) + seconds
 
 
 class Run:
@@ -308,12 +297,6 @@ class Run:
             atomic_write_json(state_file, self.cfg.identity())
         self.shard.barrier()
 
-    def _phase_done(self, phase: str) -> bool:
-        return (self.ckpt / f"{phase}.done").exists()
-
-    def _mark_done(self, phase: str, info: dict[str, Any] | None = None) -> None:
-        atomic_write_json(self.ckpt / f"{phase}.done", info or {})
-
     # phases ----------------------------------------------------------------
     def _records(
         self,
@@ -355,33 +338,32 @@ class Run:
     def _retention(
         self, schedule: EvalSchedule, suite: Suite, cases: Sequence[EditCase], pre: dict[str, dict],
         post: dict[str, dict], general_pre: dict[str, Any] | None, general: dict[str, Any] | None,
-    ) -> dict[str, Any]:
+    ) -> Retention:
         """The results' retention block: metrics of each step's cases right after their step, and of all
         the cases edited so far at each evaluation point (the last point is the final evaluation)."""
         def metrics(records: dict[str, dict], cs: Sequence[EditCase]) -> dict[str, float]:
             return post_metrics(suite, [pre[c.case_id] for c in cs], [records[c.case_id] for c in cs])
 
-        out: dict[str, Any] = {"eval_at": self.cfg.eval_at, "points": []}
-        if schedule.immediate:
-            out["immediate"] = metrics(_read_records(self.ckpt / "immediate.jsonl"), cases)
+        points: list[RetentionPoint] = []
         for n in [*(n for n in schedule.counts if n < len(cases)), len(cases)]:
             so_far = cases[:n]
             final = n == len(cases)
-            point: dict[str, Any] = {
-                "cases": n,
-                "edits": len(case_requests(so_far)),
-                "metrics": metrics(post if final else _read_records(self.ckpt / f"at_{n:07d}.jsonl"), so_far),
-            }
+            point_general = None
             if general_pre is not None:
-                point["general"] = (
+                point_general = (
                     general["post"] if final and general is not None
                     else general_ability.summarise(
                         general_pre, json.loads((self.ckpt / f"general_at_{n:07d}.json").read_text()),
                         [r.subject for r in case_requests(so_far)],
                     )["post"]
                 )
-            out["points"].append(point)
-        return out
+            points.append(RetentionPoint(
+                cases=n, edits=len(case_requests(so_far)),
+                metrics=metrics(post if final else _read_records(self.ckpt / f"at_{n:07d}.jsonl"), so_far),
+                general=point_general,
+            ))
+        immediate = metrics(_read_records(self.ckpt / "immediate.jsonl"), cases) if schedule.immediate else None
+        return Retention(eval_at=self.cfg.eval_at, points=tuple(points), immediate=immediate)
 
     def _general(self, path: Path, lm: LoadedModel, condition: Any) -> dict[str, Any]:
         """The general-ability record at `path`, measured (and written) if it is not there yet."""
@@ -449,7 +431,7 @@ class Run:
                     evaluate_between(k, step_cases)
                     bar.advance()
                     continue
-                seed_everything(cfg.seed + k)
+                set_seed(cfg.seed + k)
                 ts = time.perf_counter()
                 handle = editor.apply(lm, requests)
                 # collapse diagnostics of weight edits (norm growth, condition number; NaN/Inf undoes the step and stops)
@@ -473,11 +455,12 @@ class Run:
         return stack if len(stack.handles) > 1 else stack.handles[0]
 
     def execute(self) -> dict[str, Any]:
+        """Run every phase and write the results file; returns its JSON (kebench.results.RunResult.to_json())."""
         cfg = self.cfg
         started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         code = git_state()  # the code this process runs: taken now, since the checkout may move on during a long run
         t_all = time.perf_counter()
-        seed_everything(cfg.seed)
+        set_seed(cfg.seed)
 
         t0 = time.perf_counter()
         suite: Suite = get_suite(cfg.dataset)
@@ -488,7 +471,8 @@ class Run:
 
         editor_cls = EDITORS.get(cfg.editor)
         model_name = cfg.model or "default"
-        hparams = editor_cls.default_hparams(model_name)
+        hparams = editor_cls.default_hparams(model_name, suite)  # defaults may follow the suite (MeG: its training pool)
+        defaults = hparams  # the editor's defaults at run time: the reference of the run's recorded identity
         if cfg.hparam_overrides:
             hparams = with_overrides(hparams, dict(parse_override(o) for o in cfg.hparam_overrides))
         editor = editor_cls(hparams)
@@ -574,59 +558,56 @@ class Run:
         records = [
             {"case_id": c.case_id, "pre": pre[c.case_id], "post": post[c.case_id]} for c in cases
         ]
-        result = {
-            "schema_version": SCHEMA_VERSION,
-            "kebench_version": __version__,
-            "run": {**dataclasses.asdict(cfg), "n_cases": len(cases), "n_requests": len(requests)},
-            "provenance": {
-                "model": {
-                    "name": lm.name,
-                    "source": lm.source,
-                    "model_type": lm.adapter.model_type,
-                    "weights_sha256": lm.weights_sha256,
-                    "dtype": str(lm.dtype),
-                },
-                "data": data.provenance(),
-                "git": code,
-                "packages": package_versions(),
-                "hardware": hardware(lm.device),
-                "started_at": started,
-                "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "resumed": self.resumed,
-            },
-            "hparams": dataclasses.asdict(hparams),
-            "editor": editor.name,
-            "timings_s": self.timer.timings,
-            "seconds_per_edit": (self.timer.timings.get("edit", 0.0) + self.timer.timings.get("edit_resumed", 0.0))
-            / max(1, len(requests)),
-            "memory": peak_memory_mb(lm.device),
-            "editor_stats": _edit_stats(self.ckpt),
-            "restore_bit_exact": restored,
-            "metrics": {
-                "pre": suite.aggregate([pre[c.case_id] for c in cases]),
-                "post": post_metrics(suite, [pre[c.case_id] for c in cases], [post[c.case_id] for c in cases]),
-                # bootstrap intervals over cases (kebench.metrics.uncertainty): level, n_resamples, [lo, hi] per metric
-                "intervals": interval_record(suite, [pre[c.case_id] for c in cases], [post[c.case_id] for c in cases]),
-            },
-            "cases": records,
-        }
-        if general is not None:
-            result["metrics"]["general"] = general
         if schedule is not None:
-            result["retention"] = self._retention(schedule, suite, cases, pre, post, general_pre, general)
             immediate = _read_records(self.ckpt / "immediate.jsonl")
             for record in records:
                 if record["case_id"] in immediate:
                     record["immediate"] = immediate[record["case_id"]]
-        if selection is not None:
-            result["selection"] = selection
-        if self.shard.active:
-            result["run"]["processes"] = self.shard.world
+        run = RunInfo.from_config(cfg, n_cases=len(cases), n_requests=len(requests),
+                                  processes=self.shard.world if self.shard.active else None)
+        recorded = hparams_record(hparams)
+        result = RunResult(
+            kebench_version=__version__,
+            run=run,
+            identity=run_identity(editor.name, run, recorded, hparams_record(defaults)),
+            provenance=Provenance(
+                model=ModelInfo(
+                    name=lm.name, source=lm.source, model_type=lm.adapter.model_type,
+                    weights_sha256=lm.weights_sha256, dtype=str(lm.dtype),
+                ),
+                data=data.provenance(),
+                git=code,
+                packages=package_versions(),
+                hardware=Hardware(**hardware(lm.device)),
+                started_at=started,
+                finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                resumed=self.resumed,
+            ),
+            hparams=recorded,
+            editor=editor.name,
+            timings_s=self.timer.timings,
+            seconds_per_edit=(self.timer.timings.get("edit", 0.0) + self.timer.timings.get("edit_resumed", 0.0))
+            / max(1, len(requests)),
+            memory=Memory(**peak_memory_mb(lm.device)),
+            editor_stats=tuple(EditStep(**step) for step in _edit_stats(self.ckpt)),
+            restore_bit_exact=restored,
+            metrics=Metrics(
+                pre=suite.aggregate([pre[c.case_id] for c in cases]),
+                post=post_metrics(suite, [pre[c.case_id] for c in cases], [post[c.case_id] for c in cases]),
+                # bootstrap intervals over cases (kebench.metrics.uncertainty): level, n_resamples, [lo, hi] per metric
+                intervals=interval_record(suite, [pre[c.case_id] for c in cases], [post[c.case_id] for c in cases]),
+                general=general,
+            ),
+            cases=tuple(records),
+            retention=self._retention(schedule, suite, cases, pre, post, general_pre, general) if schedule else None,
+            selection=selection,
+        )
+        saved = result.to_json()
         self.shard.barrier()
         if self.shard.is_main:
-            atomic_write_json(self.out, result)
+            atomic_write_json(self.out, saved)
             shutil.rmtree(self.ckpt, ignore_errors=True)
-        return result
+        return saved
 
 
 def _read_records(path: Path) -> dict[str, dict]:

@@ -13,28 +13,19 @@ from typer.testing import CliRunner
 from kebench.cli import app
 from kebench.editor import EDITORS
 
+from tests.helpers import as_version_1, make_result
+
 runner = CliRunner()
 
 
 def _result(path, editor, efficacy, neighbourhood, dataset="counterfact", scale=20, overrides=(), stats=None, memory=None,
-            hardware=None, hparams=None):
+            hardware=None, hparams=None, version=2):
+    """A results file at `path` built through the schema (tests.helpers.make_result); `version=1` writes it as a
+    schema_version 1 file, whose identity readers derive from today's defaults."""
     post = {"efficacy_success": efficacy, "paraphrase_success": 0.5, "neighbourhood_success": neighbourhood, "score": 0.5}
-    data = {
-        "schema_version": 1,
-        "editor": editor,
-        "run": {"dataset": dataset, "n_cases": scale, "mode": "batch", "batch_size": None, "model": None, "seed": 0,
-                "hparam_overrides": list(overrides)},
-        "memory": memory or {"peak_rss_mb": 2048.0},
-        "metrics": {"pre": {k: 0.4 for k in post}, "post": post},
-        "timings_s": {"total": 12.0},
-        "seconds_per_edit": 0.5,
-        "editor_stats": [{"n_requests": scale, "stats": stats or {}}],
-    }
-    if hardware:
-        data["provenance"] = {"hardware": hardware}
-    if hparams is not None:
-        data["hparams"] = hparams
-    path.write_text(json.dumps(data))
+    result = make_result(editor, dataset, scale, pre={k: 0.4 for k in post}, post=post, overrides=overrides, stats=stats,
+                         memory=memory, hardware=hardware, hparams=hparams)
+    path.write_text(json.dumps(result.to_json() if version == 2 else as_version_1(result)))
     return path
 
 
@@ -193,19 +184,20 @@ def test_throughput_knobs_do_not_make_a_run_an_ablation(tmp_path):
 
 
 def test_a_run_made_under_other_defaults_is_its_own_configuration(tmp_path):
-    """A default changed since a run was made: the old run shows (and gates) as `[key=old value]`,
-    not as today's configuration; caching switches and keys the run predates are not differences."""
+    """A schema_version 1 file (no recorded identity) made under another default: the old run shows (and
+    gates) as `[key=old value]`, not as today's configuration; caching switches and keys the run predates
+    are not differences."""
     today = dataclasses.asdict(EDITORS.get("alphaedit").default_hparams("default"))
     old = {**json.loads(json.dumps(today)), "L2": today["L2"] + 5.0, "v_cache": not today["v_cache"]}
     del old["nullspace_threshold"]  # a key this run predates
     (tmp_path / "ref").mkdir()
     (tmp_path / "cand").mkdir()
-    _result(tmp_path / "ref" / "old.json", "alphaedit", 0.9, 0.9, hparams=old)
-    _result(tmp_path / "cand" / "same.json", "alphaedit", 0.9, 0.9, hparams=json.loads(json.dumps(today)))
-    _result(tmp_path / "cand" / "override.json", "alphaedit", 0.5, 0.9, overrides=[f"L2={today['L2'] + 5.0:g}"], hparams=old)
+    _result(tmp_path / "ref" / "old.json", "alphaedit", 0.9, 0.9, hparams=old, version=1)
+    _result(tmp_path / "cand" / "same.json", "alphaedit", 0.9, 0.9, hparams=json.loads(json.dumps(today)), version=1)
+    _result(tmp_path / "cand" / "override.json", "alphaedit", 0.5, 0.9, overrides=[f"L2={today['L2'] + 5.0:g}"], hparams=old, version=1)
     # an override that today's default equals is no difference: the same row as a default run
     _result(tmp_path / "cand" / "as_default.json", "alphaedit", 0.9, 0.9, scale=30, overrides=[f"L2={today['L2']:g}"],
-            hparams=json.loads(json.dumps(today)))
+            hparams=json.loads(json.dumps(today)), version=1)
     res = runner.invoke(app, ["compare", str(tmp_path / "ref"), str(tmp_path / "cand"), "--markdown", str(tmp_path / "t.md"), "--no-plots"])
     table = (tmp_path / "t.md").read_text()
     label = f"alphaedit [L2={today['L2'] + 5.0:g}]"

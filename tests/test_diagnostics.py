@@ -174,6 +174,7 @@ def test_memit_records_diagnostics_for_every_edit_layer(tiny_lm, tmp_path, monke
 
 def test_sequential_run_records_diagnostics_per_step_and_the_summary_shows_them(tmp_path, loader, capsys):  # noqa: F811
     from kebench.cli import _print_summary
+    from kebench.results import RunResult
 
     out = tmp_path / "r.json"
     result = Run(_cfg(mode="sequential", batch_size=2), out, model_loader=loader).execute()
@@ -184,5 +185,5 @@ def test_sequential_run_records_diagnostics_per_step_and_the_summary_shows_them(
     assert second["total_growth"] == pytest.approx(first["norm_growth"] * second["norm_growth"], rel=1e-4)
     assert second["cond_unedited"] == first["cond_unedited"]
     capsys.readouterr()
-    _print_summary(result)
+    _print_summary(RunResult.from_json(result))
     assert summary_line(result["editor_stats"]) in " ".join(capsys.readouterr().out.split())  # as rich wraps it

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 import torch
 
-from kebench.fit_cache import FOREIGN_CLAIM_SECONDS, FitCache, boot_time, process_start, resolve_fit
+from kebench.fit_cache import FitCache, resolve_fit
 
 
 @pytest.fixture
@@ -22,19 +19,36 @@ def cache(tmp_path):
     return c
 
 
+class Holder:
+    """Another process that takes the claims it is given and keeps them until it is killed."""
+
+    def __init__(self) -> None:
+        script = (
+            "import sys\nfrom filelock import FileLock\nheld = []\n"
+            "for line in sys.stdin:\n"
+            "    held.append(FileLock(line.strip())); held[-1].acquire(timeout=0); print('held', flush=True)\n"
+        )
+        self.proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
+
+    def hold(self, cache: FitCache, key: str) -> None:
+        lock = cache.path(key).with_suffix(".lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        self.proc.stdin.write(f"{lock}\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip() == "held"
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
 @pytest.fixture
 def other_process():
     """A live process that is not this one, to hold claims."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    yield proc
-    proc.kill()
-    proc.wait()
-
-
-def _hold(cache: FitCache, key: str, pid: int, host: str | None = None, **extra) -> None:
-    lock = cache.path(key).with_suffix(".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    lock.write_text(json.dumps({"host": host or os.uname().nodename, "pid": pid, "time": time.time(), **extra}))
+    holder = Holder()
+    yield holder
+    holder.kill()
 
 
 def test_a_claim_is_exclusive_until_released(cache):
@@ -47,33 +61,29 @@ def test_a_claim_is_exclusive_until_released(cache):
 
 def test_a_live_process_keeps_its_claim_and_a_dead_ones_is_taken_over(cache, other_process):
     key = cache.key({"a": 1}, {})
-    _hold(cache, key, other_process.pid)
-    assert not cache.claim(key)
+    other_process.hold(cache, key)
+    assert not cache.claim(key) and cache.claimed(key)
     other_process.kill()
-    other_process.wait()
-    assert cache.claim(key)
+    assert not cache.claimed(key) and cache.claim(key)
 
 
-def test_a_claim_from_another_machine_goes_stale_only_with_age(cache):
+def test_a_claim_of_another_cache_in_this_process_counts(cache, tmp_path):
     key = cache.key({"a": 1}, {})
-    _hold(cache, key, 1, host="elsewhere")
-    assert not cache.claim(key)
-    lock = cache.path(key).with_suffix(".lock")
-    old = time.time() - FOREIGN_CLAIM_SECONDS - 60
-    os.utime(lock, (old, old))
-    assert cache.claim(key)
+    other = FitCache("target_values", "ab" * 32, "cpu", cache_dir=tmp_path)
+    assert other.claim(key)
+    assert cache.claimed(key) and not cache.claim(key)
+    other.release(key)
+    assert not cache.claimed(key) and cache.claim(key)
 
 
 def test_wait_for_returns_the_entry_once_its_holder_saves_it(cache, other_process):
     key = cache.key({"a": 1}, {})
-    _hold(cache, key, other_process.pid)
+    other_process.hold(cache, key)
 
     def holder() -> None:
-        time.sleep(0.2)
-        cache.save(key, {"x": torch.ones(3)})
-        cache.path(key).with_suffix(".lock").unlink()
+        cache.save(key, {"x": torch.ones(3)})  # what the holder does before it lets go
 
-    t = threading.Thread(target=holder)
+    t = threading.Timer(0.2, holder)
     t.start()
     found = cache.wait_for(key, ("x",))
     t.join()
@@ -82,8 +92,8 @@ def test_wait_for_returns_the_entry_once_its_holder_saves_it(cache, other_proces
 
 def test_wait_for_gives_up_when_the_holder_dies_without_saving(cache, other_process):
     key = cache.key({"a": 1}, {})
-    _hold(cache, key, other_process.pid)
-    threading.Timer(0.2, lambda: (other_process.kill(), other_process.wait())).start()  # reaped, as init would
+    other_process.hold(cache, key)
+    threading.Timer(0.2, other_process.kill).start()
     assert cache.wait_for(key, ("x",)) is None
 
 
@@ -94,9 +104,9 @@ def test_lookup_gives_the_entry_or_the_claim_or_defers(cache, other_process):
     cache.save(mine, {"x": torch.zeros(2)})
     cache.release(mine)
     assert torch.equal(cache.lookup(mine, ("x",), wait=False).found["x"], torch.zeros(2))
-    _hold(cache, theirs, other_process.pid)
+    other_process.hold(cache, theirs)
     assert cache.lookup(theirs, ("x",), wait=False).deferred
-    threading.Timer(0.1, lambda: (other_process.kill(), other_process.wait())).start()
+    threading.Timer(0.1, other_process.kill).start()
     taken_over = cache.lookup(theirs, ("x",), wait=True)  # its holder died without saving: ours to fit
     assert taken_over.held and taken_over.found is None
 
@@ -118,7 +128,7 @@ def test_resolve_fit_fits_once_then_reads_and_releases_the_claim(cache):
 
 def test_resolve_fit_defers_a_foreign_claim_and_releases_on_failure(cache, other_process):
     theirs, mine = cache.key({"a": 2}, {}), cache.key({"a": 3}, {})
-    _hold(cache, theirs, other_process.pid)
+    other_process.hold(cache, theirs)
     assert resolve_fit(cache, theirs, ("x",), lambda: pytest.fail("must not fit a claimed group"), wait=False) is None
 
     def broken():
@@ -132,25 +142,3 @@ def test_resolve_fit_defers_a_foreign_claim_and_releases_on_failure(cache, other
 def test_resolve_fit_without_a_cache_just_fits():
     got = resolve_fit(None, None, ("x",), lambda: {"x": torch.ones(1)}, wait=False)
     assert not got.cached and torch.equal(got.tensors["x"], torch.ones(1))
-
-
-@pytest.mark.skipif(process_start(os.getpid()) is None, reason="needs /proc to tell processes apart")
-def test_a_claim_whose_pid_now_names_another_process_is_stale(cache, other_process):
-    key = cache.key({"a": 4}, {})
-    _hold(cache, key, other_process.pid, start=process_start(other_process.pid))
-    assert cache.claimed(key)  # its holder, as recorded, is alive
-    _hold(cache, key, other_process.pid, start=process_start(other_process.pid) - 1)
-    assert not cache.claimed(key)  # the same pid, another process: the holder is gone
-    _hold(cache, key, os.getpid(), start=-1)  # a dead process's claim that now carries our own pid
-    assert cache.claim(key)  # taken over instead of waited on forever
-
-
-@pytest.mark.skipif(boot_time() is None, reason="needs /proc/stat's boot time")
-def test_a_claim_from_before_the_machine_started_is_stale(cache, other_process):
-    key = cache.key({"a": 5}, {})
-    _hold(cache, key, other_process.pid)  # an old-format claim (no start time) whose pid is alive again
-    lock = cache.path(key).with_suffix(".lock")
-    assert cache.claimed(key)
-    before_boot = boot_time() - 60
-    os.utime(lock, (before_boot, before_boot))
-    assert not cache.claimed(key)

@@ -14,6 +14,8 @@ from kebench.errors import ConfigError, DataError
 from kebench.io import read_jsonl
 from kebench.runner import Run, RunConfig, default_out_path
 
+from tests.helpers import make_result
+
 N_RECORDS = 16
 
 
@@ -86,14 +88,9 @@ def test_bad_filter_name_and_suite_are_config_errors(cf_file):
 
 def test_compare_gives_a_filtered_run_its_own_table_and_shows_the_lift(tmp_path):
     def result(name, case_filter, pre, post):
-        data = {
-            "schema_version": 1, "editor": "memit",
-            "run": {"dataset": "counterfact", "n_cases": 20, "mode": "batch", "batch_size": None, "model": None,
-                    "seed": 0, "hparam_overrides": [], "case_filter": case_filter},
-            "metrics": {"pre": {"efficacy_success": pre}, "post": {"efficacy_success": post}},
-            "timings_s": {"total": 1.0},
-        }
-        (tmp_path / name).write_text(json.dumps(data))
+        data = make_result("memit", "counterfact", 20, case_filter=case_filter, pre={"efficacy_success": pre},
+                           post={"efficacy_success": post})
+        (tmp_path / name).write_text(json.dumps(data.to_json()))
 
     result("all.json", None, 0.35, 0.95)
     result("known.json", "known", 0.0, 0.9)

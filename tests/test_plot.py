@@ -3,10 +3,13 @@ ablations (runs with overrides) in a figure of their own."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from kebench.compare import ResultSummary
 from kebench.plot import plot_scaling, scaling_series, style_maps
+
+from tests.helpers import make_result
 
 
 def _run(editor, scale, mode="batch", overrides=(), dataset="counterfact", device="cpu", eff=0.9):
@@ -69,13 +72,15 @@ def test_plot_scaling_writes_the_ablations_as_a_separate_figure(tmp_path):
 
 def test_retention_figure_from_eval_at_runs(tmp_path):
     from kebench.plot import plot_retention
+    from kebench.results import Retention, RetentionPoint
 
     def run(editor, drop):
-        points = [{"cases": n, "edits": n, "metrics": {"score": 0.9 - drop * i},
-                   "general": {"perplexity": 40 + 5 * i, "retained_knowledge": 1 - 0.1 * i, "generic_fluency": 5.0}}
-                  for i, n in enumerate((100, 200, 300))]
-        return {"run": {"dataset": "counterfact"}, "retention": {"points": points, "immediate": {"score": 0.95}}}
+        points = tuple(RetentionPoint(cases=n, edits=n, metrics={"score": 0.9 - drop * i}, general={
+                           "perplexity": 40 + 5 * i, "retained_knowledge": 1 - 0.1 * i, "generic_fluency": 5.0})
+                       for i, n in enumerate((100, 200, 300)))
+        retention = Retention(eval_at="immediate,100,200", points=points, immediate={"score": 0.95})
+        return dataclasses.replace(make_result(editor, scale=300, mode="sequential", batch_size=100), retention=retention)
 
     written = plot_retention([("memit sequential-b100", run("memit", 0.2)), ("alphaedit sequential-b100", run("alphaedit", 0.05)),
-                              ("ft batch", {"run": {"dataset": "counterfact"}})], tmp_path)
+                              ("ft batch", make_result("ft"))], tmp_path)
     assert [p.name for p in written] == ["retention_counterfact.png"] and written[0].stat().st_size > 10_000

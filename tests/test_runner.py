@@ -67,7 +67,7 @@ def test_run_writes_results_with_provenance_and_restores(tmp_path, loader, tiny_
     before = {n: p.clone() for n, p in tiny_lm.model.named_parameters()}
     result = Run(_cfg(), out, model_loader=loader).execute()
     saved = json.loads(out.read_text())
-    assert saved["schema_version"] == 1 and saved["editor"] == "ft"
+    assert saved["schema_version"] == 2 and saved["editor"] == "ft"
     assert len(saved["cases"]) == 4 and saved["run"]["n_requests"] == 4
     assert saved["metrics"]["post"]["nll"] < saved["metrics"]["pre"]["nll"]  # fine-tuning lowered target NLL
     assert saved["hparams"]["layers"] == [2]
@@ -172,6 +172,23 @@ def test_unique_requests_dedupes_shared_rewrites():
     shared = EditRequest("{} is in", "X", "Y")
     cases = [EditCase("a", "t", (shared,)), EditCase("b", "t", (shared, EditRequest("{} is in", "Z", "W")))]
     assert [r.subject for r in case_requests(cases)] == ["X", "Z"]
+
+
+def test_editors_get_the_suite_for_their_defaults(tmp_path, loader, monkeypatch):
+    """The runner passes the suite it runs to `Editor.default_hparams`, so that a default may follow the suite
+    (MeG trains on the suite's pool); --hparam overrides still come after."""
+    from editors.none import NoneEditor
+
+    seen: list[str] = []
+    real = NoneEditor.default_hparams.__func__
+
+    def spy(cls, model_name, suite=None):
+        seen.append(suite.name)
+        return real(cls, model_name, suite)
+
+    monkeypatch.setattr(NoneEditor, "default_hparams", classmethod(spy))
+    Run(_cfg(editor="none", hparam_overrides=()), tmp_path / "r.json", model_loader=loader).execute()
+    assert seen == ["toy"]
 
 
 def test_prepare_sees_the_unedited_model_even_on_resume(tmp_path, loader, tiny_lm, monkeypatch):

@@ -47,7 +47,10 @@ class MeGHParams(HParams):
     context_prefixes: tuple[str, ...] = DEFAULT_CONTEXT_PREFIXES
 
     # disjoint training pool (encoder pairs, familiarity negatives) -----------------------
-    pool: str = "counterfact"  # suite whose training pool to use (kebench.data.training_pool)
+    # the suite whose training pool (kebench.suites.Suite.pool) MeG trains on. A run defaults to the pool of the
+    # suite it edits (MeGEditor.default_hparams): CounterFact's for the CounterFact suites, MQuAKE and zsre-all,
+    # zsRE's for zsre, zsre-knowedit and zsre-full; "counterfact" where no suite is given
+    pool: str = "counterfact"
 
     # query encoder (stage 1) --------------------------------------------------------------
     encoder: str = "default"  # folder or hub id; default = embedded all-MiniLM-L6-v2

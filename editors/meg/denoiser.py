@@ -116,6 +116,9 @@ class _DiTBlock(nn.Module):
 
 
 def _sincos(n: int, dim: int) -> torch.Tensor:
+    """Fixed 1-D sin-cos positions, sin and cos interleaved. Not diffusers' get_1d_sincos_pos_embed_from_grid
+    (sin | cos concatenated, float64 frequencies: other bits); the buffer is not saved, so a saved DiT
+    needs exactly these values."""
     pos = torch.arange(n, dtype=torch.float32)[:, None]
     freq = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float32) / dim)
     out = torch.zeros(n, dim)

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -28,6 +28,7 @@ from kebench.fit_cache import FitCache
 from kebench.io import atomic_save_safetensors, atomic_write_json
 from kebench.models.loaded import LoadedModel, exact_checksum
 from kebench.provenance import peak_memory_mb
+from kebench.timing import Timer
 
 from editors.meg.config import MeGHParams
 from editors.meg.code import NeuronCode, relative_error
@@ -40,6 +41,9 @@ from editors.meg.generators import DiffusionNeurons, KnnGenerator, SubjectOracle
 from editors.meg.handle import MeGHandle, NeuronGenerator
 from editors.meg.neuron import DynamicNeuron, NeuronSpec
 from editors.meg.pool import contrastive_pairs, disjoint_pool, split_records, unrelated_queries
+
+if TYPE_CHECKING:
+    from kebench.suites import Suite
 
 FORMAT = "kebench-meg/1"
 log = logging.getLogger(__name__)
@@ -59,21 +63,6 @@ def _threads(n: int, device: torch.device) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-class _Phases:
-    """Wall time per phase, for stats."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
-
-
 def _rate(mask: torch.Tensor) -> float:
     return float(mask.float().mean()) if len(mask) else float("nan")
 
@@ -85,9 +74,17 @@ class MeGEditor(Editor):
     name = "meg"
     hparams_cls = MeGHParams
     config_dir = Path(__file__).resolve().parent / "configs"
-    edits_weights = False
 
     hparams: MeGHParams
+
+    @classmethod
+    def default_hparams(cls, model_name: str, suite: Suite | None = None) -> MeGHParams:
+        """The model's defaults, training on the pool of the suite the run edits (`Suite.pool`; `--hparam pool=`
+        names another suite's). Without a suite, or for a suite without a pool, `pool` keeps its default."""
+        hp = super().default_hparams(model_name)
+        if suite is not None and suite.pool is not None:
+            hp = dataclasses.replace(hp, pool=suite.pool.name)
+        return hp
 
     # ---------------------------------------------------------------------------------------
     def apply(self, lm: LoadedModel, requests: Sequence[EditRequest]) -> MeGHandle:
@@ -96,7 +93,7 @@ class MeGEditor(Editor):
         if not requests:
             raise DataError("MeG got no edit requests; give at least one case")
         layer = hp.layer_for(lm.adapter.num_layers)
-        phase = _Phases()
+        phase = Timer()
         spec = NeuronSpec(lm.adapter.hidden_size, hp.activation)
         stats: dict[str, Any] = {
             "n_edits": len(requests), "layer": layer, "neuron_size": spec.size, "generator": hp.generator,
@@ -166,7 +163,7 @@ class MeGEditor(Editor):
         if hp.self_check:
             with phase("self_check"):
                 stats.update(self._self_check(lm, requests, spec, layer, handle, emb_q, fit))
-        stats["seconds"] = {k: round(v, 3) for k, v in phase.seconds.items()}
+        stats["seconds"] = {k: round(v, 3) for k, v in phase.timings.items()}
         stats.update(peak_memory_mb(lm.device))
         return handle
 
@@ -312,9 +309,17 @@ class MeGEditor(Editor):
         queries = [r.text for r in requests]
         through_gate = handle.vectors_for(queries)
         handle.prompts_seen = handle.prompts_fired = 0
-        ok_gate, _ = evaluate_neurons(lm, requests, spec, layer, through_gate)
-        raw = handle.generator.generate(emb_q, queries)
+        # one scoring pass over every edit: where the gate fires, its neuron is the generated one already; only the
+        # closed rows need a generated neuron (ungated) and a second, zero-neuron score (gated)
+        closed = ~handle.fires(emb_q)[0]
+        raw = through_gate.clone()
+        if closed.any():
+            raw[closed] = handle.generator.generate(emb_q[closed], [q for q, c in zip(queries, closed.tolist()) if c]).float().cpu()
         ok_raw, nll_raw = evaluate_neurons(lm, requests, spec, layer, raw)
+        ok_gate = ok_raw.clone()
+        if closed.any():
+            shut = [r for r, c in zip(requests, closed.tolist()) if c]
+            ok_gate[closed] = evaluate_neurons(lm, shut, spec, layer, torch.zeros(len(shut), spec.size))[0]
         drop = (fit.baseline_nll - nll_raw) / (fit.baseline_nll - fit.nll).clamp(min=1e-6)
         share = Counter(r.target_new for r in requests)
         by_share = {}

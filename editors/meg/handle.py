@@ -47,12 +47,6 @@ class MeGHandle(EditHandle):
         self._cache: dict[str, torch.Tensor | None] = {}  # None = gate closed (all-zero neuron)
         self.prompts_seen = 0
         self.prompts_fired = 0
-        self.training: dict[str, Any] = {}  # set by apply(): fitted vectors and their conditions
-
-    def set_generator(self, generator: NeuronGenerator) -> None:
-        """Swap the generator (ablations) and forget decisions made with the old one."""
-        self.generator = generator
-        self._cache.clear()
 
     def fires(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(fire mask, gate score) for normalised query embeddings; without a gate every query fires."""

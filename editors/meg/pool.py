@@ -12,8 +12,9 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kebench.data import EditCase, EditRequest, load_cases, training_pool
+from kebench.data import EditCase, EditRequest
 from kebench.errors import DataError
+from kebench.suites import get_suite, load_cases
 
 
 @dataclass(frozen=True)
@@ -27,23 +28,28 @@ class PoolRecord:
 
 
 def disjoint_pool(suite: str, requests: Sequence[EditRequest], min_records: int = 1000) -> tuple[list[PoolRecord], str]:
-    """The suite's training pool minus anything sharing a case id, prompt or subject with the edits.
+    """The training pool of the suite named `suite` (its `Suite.pool`: MeG's `pool` setting, by default
+    the pool of the suite the run edits) minus anything sharing a case id, prompt or subject with the edits.
 
-    Subjects of *all* the suite's shipped cases are excluded when that leaves at least
-    `min_records` (CounterFact: 9,303 of 10,000), so the pool, and the encoder head cached on
+    Subjects of *all* the shipped cases of the pool's own suite are excluded when that leaves at
+    least `min_records` (CounterFact: 9,303 of 10,000), so the pool, and the encoder head cached on
     it, is the same whichever cases are edited; otherwise (zsRE's pool is part of the suite)
     only the requests' subjects. Returns the records and which exclusion applied.
     """
+    pool = get_suite(suite).pool
+    if pool is None:
+        raise DataError(f"suite {suite!r} has no training pool; name another suite's with --hparam pool=counterfact")
     exclude = [EditCase(case_id=r.case_id or f"req{i}", suite=suite, requests=(r,)) for i, r in enumerate(requests)]
     subjects = {r.subject.strip().lower() for r in requests}
-    pool = training_pool(suite, exclude)
-    suite_subjects = subjects | {c.subject.strip().lower() for c in load_cases(suite)}
-    out = _records(pool, suite_subjects)
+    cases = pool.cases(exclude)
+    suite_subjects = subjects | {c.subject.strip().lower() for c in load_cases(pool.name)}
+    out = _records(cases, suite_subjects)
     scope = "suite"
     if len(out) < min_records:
-        out, scope = _records(pool, subjects), "requests"
+        out, scope = _records(cases, subjects), "requests"
     if not out:
-        raise DataError(f"the {suite!r} training pool is empty after removing the edited subjects; use another pool")
+        raise DataError(f"the {pool.name!r} training pool is empty after removing the edited subjects; "
+                        "train on another suite's pool, e.g. --hparam pool=counterfact")
     return out, scope
 
 

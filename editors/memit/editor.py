@@ -9,7 +9,6 @@ layer (values.py) → per layer: keys (keys.py), remaining residual, closed-form
 from __future__ import annotations
 
 import dataclasses
-import time
 from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ from kebench.errors import ConfigError
 from kebench.fit_cache import FitCache
 from kebench.models.loaded import LoadedModel, exact_checksum
 from kebench.stats import layer_covariance
+from kebench.timing import Timer
 
 
 class LocateThenEditEditor(Editor):
@@ -110,37 +110,35 @@ class LocateThenEditEditor(Editor):
                 f"{self.name}: edit layers {layers} exceed the model's {lm.adapter.num_layers} layers; "
                 f"set --hparam layers=[...] within 0..{lm.adapter.num_layers - 1}"
             )
-        times: dict[str, float] = {}
-        clock = time.perf_counter()
-        self.covariance(lm)
-        times["stats"] = time.perf_counter() - clock
-        clock = time.perf_counter()
-        prefixes = self.prefixes(lm)
-        batch = build_batch(lm.tokenizer, requests, prefixes)
-        times["prefixes"] = time.perf_counter() - clock
+        timer = Timer()
+        with timer("stats"):
+            self.covariance(lm)
+        with timer("prefixes"):
+            prefixes = self.prefixes(lm)
+            batch = build_batch(lm.tokenizer, requests, prefixes)
 
         handle = self.new_handle(lm, [lm.adapter.mlp_out_param_name(l) for l in layers])
         try:
             weights = exact_checksum(lm.model) if hp.v_cache or hp.update_checkpoint else ""
             cache = FitCache("target_values", weights, lm.device.type) if hp.v_cache else None
-            values = fit_target_values(lm, batch, layers[-1], hp.value_config(), cache)
-            times["values"] = values.seconds
-            clock = time.perf_counter()
-            steps = None
-            if hp.update_checkpoint:
-                steps = StepCheckpoint(FitCache("update_steps", weights, lm.device.type), self.name,
-                                       dataclasses.asdict(hp), batch, values, self.update_state())
-            # the blocks below the lowest edit layer never change: their states are read once
-            lower = lower_states(lm, batch, layers[0] - 1, hp.rows_per_pass) if layers[0] > 0 else None
-            spread = spread_updates(
-                lm, batch, values, layers, self.solver(lm), hp.rows_per_pass, hp.per_prefix_keys, lower, steps
-            )
-            self.after_update(lm, batch, handle, steps)
-            del lower
-            times["update"] = time.perf_counter() - clock
+            values = fit_target_values(lm, batch, layers[-1], hp, cache)
+            timer.add("values", values.seconds)
+            with timer("update"):
+                steps = None
+                if hp.update_checkpoint:
+                    steps = StepCheckpoint(FitCache("update_steps", weights, lm.device.type), self.name,
+                                           dataclasses.asdict(hp), batch, values, self.update_state())
+                # the blocks below the lowest edit layer never change: their states are read once
+                lower = lower_states(lm, batch, layers[0] - 1, hp.rows_per_pass) if layers[0] > 0 else None
+                spread = spread_updates(
+                    lm, batch, values, layers, self.solver(lm), hp.rows_per_pass, hp.per_prefix_keys, lower, steps
+                )
+                self.after_update(lm, batch, handle, steps)
+                del lower
         except BaseException:
             handle.restore()
             raise
+        times = timer.timings
         times["total"] = sum(times.values())
         handle.stats.update(edit_stats(requests, values, spread, times))
         return handle

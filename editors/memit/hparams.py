@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from editors.memit.values import ValueFitConfig
 from kebench.editor import HParams
 from kebench.errors import ConfigError
 
@@ -45,17 +44,6 @@ class LocateEditHParams(HParams):
             raise ConfigError(f"layers must be a non-empty ascending list without repeats, got {list(self.layers)}")
         if self.v_num_grad_steps < 1 or self.v_edits_per_batch < 1 or self.n_context_prefixes < 0:
             raise ConfigError("v_num_grad_steps and v_edits_per_batch must be >= 1 and n_context_prefixes >= 0")
-
-    def value_config(self) -> ValueFitConfig:
-        return ValueFitConfig(
-            v_lr=self.v_lr,
-            v_num_grad_steps=self.v_num_grad_steps,
-            v_weight_decay=self.v_weight_decay,
-            kl_factor=self.kl_factor,
-            clamp_norm_factor=self.clamp_norm_factor,
-            v_stop_nll=self.v_stop_nll,
-            v_edits_per_batch=self.v_edits_per_batch,
-        )
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,12 @@ Efficiency, since this phase dominates editing time on a CPU:
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
 from kebench.hooks import block_hidden, block_list, frozen, head_at, hooks, replay_from
+from editors.memit.hparams import LocateEditHParams
 from editors.memit.keys import mean_per_edit
 from editors.memit.prompts import EditBatch
 from editors.memit.suffix import SuffixRows, edits_by_suffix_width, takes_prefix_cache
@@ -43,17 +44,10 @@ from kebench.optim import RowAdam
 from kebench.progress import progress_bar
 
 
-@dataclass(frozen=True)
-class ValueFitConfig:
-    """The knobs of the δ optimisation (names as in MEMIT's hparams)."""
-
-    v_lr: float = 0.5
-    v_num_grad_steps: int = 25
-    v_weight_decay: float = 0.5
-    kl_factor: float = 0.0625
-    clamp_norm_factor: float = 0.75
-    v_stop_nll: float = 0.05  # per-token target NLL at which an edit counts as reached
-    v_edits_per_batch: int = 32
+#: The hyperparameters a target-value fit reads (LocateEditHParams' names, MEMIT's); with the
+#: layer and the group's token rows they are its cache key.
+FIT_SETTINGS = ("v_lr", "v_num_grad_steps", "v_weight_decay", "kl_factor", "clamp_norm_factor", "v_stop_nll",
+                "v_edits_per_batch")
 
 
 @dataclass
@@ -86,7 +80,7 @@ class TargetValues:
 
 
 def fit_target_values(
-    lm: LoadedModel, batch: EditBatch, layer: int, cfg: ValueFitConfig, cache: FitCache | None = None,
+    lm: LoadedModel, batch: EditBatch, layer: int, hp: LocateEditHParams, cache: FitCache | None = None,
     split: bool | None = None,
 ) -> TargetValues:
     """Fit δ for every edit of `batch` at the output of block `layer`, `v_edits_per_batch` at a time.
@@ -103,31 +97,31 @@ def fit_target_values(
         layer, torch.zeros(n, d), torch.zeros(len(batch.edit), d), torch.zeros(n, dtype=torch.bool),
         torch.zeros(n, dtype=torch.long), torch.zeros(n), torch.zeros(n), 0.0,
     )
-    size = max(1, cfg.v_edits_per_batch)
+    size = max(1, hp.v_edits_per_batch)
     order = edits_by_suffix_width(batch) if split else torch.arange(n)
     groups = [order[first : first + size] for first in range(0, n, size)]
     with frozen(lm.model), progress_bar(f"fitting target values at layer {layer}", n) as bar:
         # groups another process has claimed are left to the end, then read once it has saved them
-        deferred = [g for g in groups if not _resolve_group(lm, batch, g, layer, cfg, out, split, cache, bar, wait=False)]
+        deferred = [g for g in groups if not _resolve_group(lm, batch, g, layer, hp, out, split, cache, bar, wait=False)]
         for edits in deferred:
-            _resolve_group(lm, batch, edits, layer, cfg, out, split, cache, bar, wait=True)
+            _resolve_group(lm, batch, edits, layer, hp, out, split, cache, bar, wait=True)
     out.seconds = time.perf_counter() - start
     return out
 
 
 def _resolve_group(
-    lm: LoadedModel, batch: EditBatch, edits: torch.Tensor, layer: int, cfg: ValueFitConfig, out: TargetValues,
+    lm: LoadedModel, batch: EditBatch, edits: torch.Tensor, layer: int, hp: LocateEditHParams, out: TargetValues,
     split: bool, cache: FitCache | None, bar: object, wait: bool,
 ) -> bool:
     """Fill `out` for one group: from the cache, else by fitting it (under a claim when cached).
     Returns False, leaving `out` as it was, if another process is fitting it and `wait` is off."""
     rows = batch.rows_of(edits)
-    key = _cache_key(cache, layer, cfg, batch.select(edits)) if cache is not None else None
+    key = _cache_key(cache, layer, hp, batch.select(edits)) if cache is not None else None
     per_edit = {"delta": out.delta, "converged": out.converged, "steps": out.steps,
                 "nll_start": out.nll_start, "nll_end": out.nll_end}
 
     def fit() -> dict[str, torch.Tensor]:
-        _fit_group(lm, batch, edits, layer, cfg, out, split)
+        _fit_group(lm, batch, edits, layer, hp, out, split)
         return {**{k: t[edits] for k, t in per_edit.items()}, "row_h": out.row_h[rows]}
 
     got = resolve_fit(cache, key, CACHED_FIELDS, fit, wait)
@@ -148,12 +142,13 @@ CACHED_FIELDS = ("delta", "row_h", "converged", "steps", "nll_start", "nll_end")
 _ROW_TENSORS = ("input_ids", "attention_mask", "edit", "lookup", "last", "is_kl", "tgt_row", "tgt_col", "tgt_id")
 
 
-def _cache_key(cache: FitCache, layer: int, cfg: ValueFitConfig, group: EditBatch) -> str:
-    return cache.key({"layer": layer, **asdict(cfg)}, {name: getattr(group, name) for name in _ROW_TENSORS})
+def _cache_key(cache: FitCache, layer: int, hp: LocateEditHParams, group: EditBatch) -> str:
+    settings = {"layer": layer, **{name: getattr(hp, name) for name in FIT_SETTINGS}}
+    return cache.key(settings, {name: getattr(group, name) for name in _ROW_TENSORS})
 
 
 def _fit_group(
-    lm: LoadedModel, full: EditBatch, edits: torch.Tensor, layer: int, cfg: ValueFitConfig, out: TargetValues,
+    lm: LoadedModel, full: EditBatch, edits: torch.Tensor, layer: int, hp: LocateEditHParams, out: TargetValues,
     split: bool,
 ) -> None:
     model, dev = lm.model, lm.device
@@ -173,14 +168,14 @@ def _fit_group(
     kl_init = {int(batch.edit[r]): logp0[i] for i, r in enumerate(batch.kl_rows.tolist())}
 
     delta = torch.zeros(batch.n_edits, h.shape[-1])
-    adam = RowAdam(delta, cfg.v_lr)
+    adam = RowAdam(delta, hp.v_lr)
     active = torch.arange(batch.n_edits)
     steps = torch.zeros(batch.n_edits, dtype=torch.long)
     nll_start = torch.zeros(batch.n_edits)
     nll_last = torch.zeros(batch.n_edits)
     converged = torch.zeros(batch.n_edits, dtype=torch.bool)
 
-    for it in range(cfg.v_num_grad_steps):
+    for it in range(hp.v_num_grad_steps):
         sub = batch.select(active)
         rows = batch.rows_of(active)
         width = suffix.width(batch, rows)
@@ -215,18 +210,18 @@ def _fit_group(
         if it == 0:
             nll_start[active] = nll_d
         nll_last[active] = nll_d
-        done = nll_d < cfg.v_stop_nll
+        done = nll_d < hp.v_stop_nll
         converged[active[done]] = True
-        if done.all() or it == cfg.v_num_grad_steps - 1:
+        if done.all() or it == hp.v_num_grad_steps - 1:
             break
-        decay = cfg.v_weight_decay * d_act.norm(dim=1) / h_norm[active] ** 2
-        loss = (nll + cfg.kl_factor * kl + decay)[~done].sum()
+        decay = hp.v_weight_decay * d_act.norm(dim=1) / h_norm[active] ** 2
+        loss = (nll + hp.kl_factor * kl + decay)[~done].sum()
         loss.backward()
         grad = check_finite("target value gradient", d_act.grad.detach())
         keep = active[~done]
         adam.step(grad[~done], keep)
         steps[keep] += 1
-        _clamp_rows(delta, keep, cfg.clamp_norm_factor * h_norm[keep])
+        _clamp_rows(delta, keep, hp.clamp_norm_factor * h_norm[keep])
         active = keep
 
     out.delta[edits] = delta

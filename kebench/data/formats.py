@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from kebench.data import counterfact, mquake, zsre
 from kebench.data.case import EditCase
 from kebench.data.fields import Fields
 from kebench.data.prompts import check_template
-from kebench.data.shipped import display_name, read_records
 from kebench.errors import DataError
 from kebench.registry import Registry
 
@@ -112,18 +110,3 @@ def parse_records(
 def _is_blank(f: Fields, path: str) -> bool:
     return f.has(path) and isinstance(f.raw(path), str) and not f.raw(path).strip()
 
-
-def load_file(
-    path: Path | str,
-    fmt: str | None = None,
-    *,
-    suite: str,
-    template: str = zsre.ZSRE_TEMPLATE,
-    drop_empty_targets: bool = False,
-) -> list[EditCase]:
-    """Read a JSON (or JSON Lines), optionally gzipped, file of records and parse it."""
-    path = Path(path)
-    return parse_records(
-        read_records(path), fmt, suite=suite, source=display_name(path),
-        template=template, drop_empty_targets=drop_empty_targets,
-    )

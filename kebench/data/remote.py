@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from kebench.models.embedded import cache_root
+from kebench.paths import cache_root
 
 log = logging.getLogger(__name__)
 

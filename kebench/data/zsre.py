@@ -130,3 +130,15 @@ def parse_knowedit(f: Fields, suite: str, template: str = ZSRE_TEMPLATE) -> Edit
 def question_key(case: EditCase) -> str:
     """The raw question of a zsRE case, for de-duplication across files (whitespace/case folded)."""
     return " ".join(case.extra["question"].split()).lower()
+
+
+def dedup_by_question(cases: list[EditCase]) -> list[EditCase]:
+    """Keep the first case of each zsRE question (files listed first win)."""
+    seen: set[str] = set()
+    out = []
+    for case in cases:
+        key = question_key(case)
+        if key not in seen:
+            seen.add(key)
+            out.append(case)
+    return out

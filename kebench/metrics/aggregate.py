@@ -26,6 +26,13 @@ def harmonic_mean(values: Sequence[float]) -> float:
     return len(values) / sum(1.0 / v for v in values)
 
 
+def mean(values: Sequence[float]) -> float:
+    """Arithmetic mean, summed in order (`sum / len`: the numbers recorded so far depend on it)."""
+    if not values:
+        raise ValueError("mean needs at least one value")
+    return sum(values) / len(values)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, str)
 
@@ -62,7 +69,7 @@ def aggregate(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         raise DataError(f"fields {sorted(mixed)} are numeric in some records and not in others")
     summary: dict[str, float] = {"n_cases": float(len(records))}
     for key in sorted(values):
-        summary[key] = sum(values[key]) / len(values[key])
+        summary[key] = mean(values[key])
         if len(values[key]) != len(records):
             summary[f"n_{key}"] = float(len(values[key]))
     return summary

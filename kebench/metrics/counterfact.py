@@ -18,36 +18,31 @@ from typing import Any
 
 from kebench.data.case import EditCase
 from kebench.errors import DataError
+from kebench.metrics.aggregate import mean
 from kebench.metrics.fluency import mean_ngram_entropy
 from kebench.scoring import Condition, greedy_generate, score_targets
 
 NllPair = tuple[float, float]  # (nll of target_new, nll of the true answer)
 
 
-def _mean(values: Sequence[float]) -> float:
-    if not values:
-        raise ValueError("cannot average an empty list of prompts")
-    return sum(values) / len(values)
-
-
 def rewrite_success(pairs: Sequence[NllPair]) -> float:
     """Fraction of prompts where the new target is likelier than the true one (efficacy, paraphrase)."""
-    return _mean([float(new < true) for new, true in pairs])
+    return mean([float(new < true) for new, true in pairs])
 
 
 def rewrite_magnitude(pairs: Sequence[NllPair]) -> float:
     """Mean P_new - P_true over prompts."""
-    return _mean([math.exp(-new) - math.exp(-true) for new, true in pairs])
+    return mean([math.exp(-new) - math.exp(-true) for new, true in pairs])
 
 
 def neighbourhood_success(pairs: Sequence[NllPair]) -> float:
     """Fraction of neighbourhood prompts where the true answer stays likelier than the new target."""
-    return _mean([float(true < new) for new, true in pairs])
+    return mean([float(true < new) for new, true in pairs])
 
 
 def neighbourhood_magnitude(pairs: Sequence[NllPair]) -> float:
     """Mean P_true - P_new over neighbourhood prompts."""
-    return _mean([math.exp(-true) - math.exp(-new) for new, true in pairs])
+    return mean([math.exp(-true) - math.exp(-new) for new, true in pairs])
 
 
 def neighbourhood_kept(pre: Sequence[dict[str, Any]], post: Sequence[dict[str, Any]]) -> dict[str, float]:

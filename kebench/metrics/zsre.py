@@ -27,6 +27,7 @@ from typing import Any
 
 from kebench.data.case import EditCase
 from kebench.errors import ConfigError, DataError
+from kebench.metrics.aggregate import mean
 from kebench.metrics.text import exact_match, same_answer, span_match
 from kebench.scoring import Condition, greedy_generate, score_targets
 from kebench.tokens import encode_prompt
@@ -94,10 +95,6 @@ def token_agreement(after: Sequence[int], before: Sequence[int]) -> float:
             "recompute zsre_reference with the same tokenizer and cases"
         )
     return sum(a == b for a, b in zip(after, before)) / len(before)
-
-
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values)
 
 
 def zsre_reference(
@@ -212,10 +209,10 @@ def zsre_evaluate(
         for kind in ("reliability", "generality", "locality", "portability"):
             if kind not in buckets:
                 continue
-            record[f"{kind}_tf"] = _mean(buckets[kind]["tf"])
-            record[f"{kind}_em"] = _mean(buckets[kind]["em"])
+            record[f"{kind}_tf"] = mean(buckets[kind]["tf"])
+            record[f"{kind}_em"] = mean(buckets[kind]["em"])
             if buckets[kind]["contains"]:
-                record[f"{kind}_contains"] = _mean(buckets[kind]["contains"])
+                record[f"{kind}_contains"] = mean(buckets[kind]["contains"])
         record["generations"] = {kind: b["generations"] for kind, b in buckets.items()}
         records.append(record)
     return records

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from kebench.errors import ModelError
+from kebench.paths import cache_root  # noqa: F401  (kebench.models.embedded.cache_root, as before)
 
 console = Console(stderr=True, soft_wrap=True, highlight=False)
 
@@ -49,13 +50,6 @@ def notice(message: str) -> None:
     console.print(f"[bold]kebench:[/bold] {escape(message)}")
 
 
-def cache_root(cache_dir: Path | None = None) -> Path:
-    """kebench's cache folder: `cache_dir`, else $KEBENCH_CACHE, else ~/.cache/kebench."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    return Path(os.environ.get("KEBENCH_CACHE") or Path.home() / ".cache" / "kebench").expanduser()
-
-
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -65,13 +59,16 @@ def sha256_file(path: Path) -> str:
 
 
 def shared_model_dirs(name: str) -> list[Path]:
-    """Candidate read-only copies: /work/shared/models/<name> and shared/ beside or inside the checkout or CWD."""
+    """Candidate read-only copies of model `name`: $KEBENCH_SHARED_MODELS/<name>, then shared/models/<name>
+    beside or inside the checkout or the working directory."""
     repo = Path(__file__).resolve().parents[2]
     cwd = Path.cwd()
-    bases = [Path("/work/shared"), repo.parent / "shared", repo / "shared", cwd.parent / "shared", cwd / "shared"]
+    env = os.environ.get("KEBENCH_SHARED_MODELS")
+    roots = [Path(env).expanduser()] if env else []
+    roots += [base / "shared" / "models" for base in (repo.parent, repo, cwd.parent, cwd)]
     seen, out = set(), []
-    for base in bases:
-        d = (base / "models" / name).resolve()
+    for root in roots:
+        d = (root / name).resolve()
         if d not in seen and d.is_dir():
             seen.add(d)
             out.append(d)

@@ -7,8 +7,9 @@ import re
 
 import pytest
 
-from kebench.data import load_cases, parse_records, read_records, shipped_path
+from kebench.data import parse_records, read_records, shipped_path
 from kebench.errors import DataError
+from kebench.suites import load_cases
 
 
 def parse(records, fmt=None):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from kebench.data import FORMATS, detect_format, load_cases, parse_records
+from kebench.data import FORMATS, detect_format, parse_records
 from kebench.errors import ConfigError, DataError
+from kebench.suites import load_cases
 
 
 @pytest.mark.parametrize("fixture, fmt", [

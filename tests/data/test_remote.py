@@ -9,7 +9,7 @@ import pytest
 from kebench.data import remote
 from kebench.data.remote import RemoteFile, fetch
 from kebench.data.shipped import read_records, shipped_path
-from kebench.data.suites import DatasetSpec
+from kebench.data.loading import SuiteData
 from kebench.suites import get_suite
 
 CF = ("counterfact-easyedit", "counterfact-rome")
@@ -32,29 +32,28 @@ def published(tmp_path):
 
 
 def test_fetched_once_then_read_from_the_cache(cache, published):
-    spec = DatasetSpec("cf-test-full", ("counterfact_rome_subset349.json",), CF,
-                       remote=(RemoteFile("cf-test.json", published.as_uri()),))
-    paths, notes = spec.source_paths()
+    data = SuiteData(("counterfact_rome_subset349.json",), CF, remote=(RemoteFile("cf-test.json", published.as_uri()),))
+    paths, notes = data.source_paths("cf-test-full")
     assert notes == [] and paths == [cache / "data" / "cf-test.json"]
-    assert len(spec.load()) == 40
+    assert len(data.load("cf-test-full").cases) == 40
     published.unlink()  # the server is gone: the cached copy still serves
-    assert len(spec.load()) == 40
+    assert len(data.load("cf-test-full").cases) == 40
     assert not list((cache / "data").glob("*.part"))
 
 
 def test_unreachable_release_falls_back_to_the_shipped_files_with_a_notice(cache, caplog):
-    spec = DatasetSpec("cf-test-full", ("counterfact_rome_subset349.json",), CF,
-                       remote=(RemoteFile("nowhere.json", "http://127.0.0.1:9/nowhere.json"),))
-    paths, notes = spec.source_paths()
+    data = SuiteData(("counterfact_rome_subset349.json",), CF,
+                     remote=(RemoteFile("nowhere.json", "http://127.0.0.1:9/nowhere.json"),))
+    paths, notes = data.source_paths("cf-test-full")
     assert paths == [shipped_path("counterfact_rome_subset349.json")]
     assert len(notes) == 1 and "could not fetch" in notes[0] and "127.0.0.1:9" in notes[0]
     assert "using the shipped files" in caplog.text
-    assert len(spec.load()) == 336
+    assert len(data.load("cf-test-full").cases) == 336
     assert not (cache / "data" / "nowhere.json").exists()  # no partial file poses as data
 
 
 def test_full_suites_record_the_fallback_in_provenance(cache, monkeypatch):
-    monkeypatch.setattr("kebench.data.suites.fetch", lambda r: (None, "URLError: offline"))
+    monkeypatch.setattr("kebench.data.loading.fetch", lambda r: (None, "URLError: offline"))
     data = get_suite("mquake-cf3k").load(None, None)
     assert data.files[0]["path"] == "MQuAKE-hard.json.gz"
     assert "MQuAKE-CF-3k.json" in data.provenance()["notes"][0]

@@ -11,7 +11,7 @@ from kebench.data import file_sha256, open_text, read_records, shipped_names, sh
 from kebench.data.shipped import FILES_DIR
 from kebench.errors import DataError
 
-# (records, sha256 of the uncompressed original) from /work/shared/data/SOURCES.md
+# (records, sha256 of the uncompressed original) from shared/data/SOURCES.md (the shared folder beside the checkout)
 EXPECTED = {
     "counterfact-edit.json": (10000, "20c225e6299b3c5b2c569bd9103aa212806e0d1e6e0c307de5c379773979b967"),
     "counterfact-train.json": (10000, "bb40e12c7b740d6859e521674cf438f063c7c3e444bc1b449e74cdd0900772d0"),

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from kebench.data import load_cases, sample_cases, training_pool
-from kebench.suites import suite_names
+from kebench.data import sample_cases
 from kebench.data.case import EditCase, EditRequest
 from kebench.errors import ConfigError, DataError
+from kebench.suites import SUITES, LoadedData, Suite, get_suite, load_cases, suite_names, training_pool
 
 
 def make_cases(n: int, suite: str = "toy") -> list[EditCase]:
@@ -87,6 +87,19 @@ def test_zsre_pool_excludes_the_sampled_cases_only():
     assert pool and not any(c.prompt in edited for c in pool)
 
 
-def test_suite_without_pool():
+def test_each_suite_names_its_training_pool():
+    builtin = ("counterfact", "counterfact-rome", "counterfact-full", "zsre", "zsre-knowedit", "zsre-all", "zsre-full",
+               "mquake", "mquake-cf3k")
+    pools = {name: get_suite(name).pool.name for name in builtin}
+    assert {n for n, p in pools.items() if p == "zsre"} == {"zsre", "zsre-knowedit", "zsre-full"}
+    # every other built-in suite trains on CounterFact's pool: zsre-all holds the whole zsRE pool itself,
+    # and MQuAKE ships no training split
+    assert {p for n, p in pools.items() if n not in ("zsre", "zsre-knowedit", "zsre-full")} == {"counterfact"}
+    assert training_pool("mquake") == training_pool("counterfact")
+
+
+def test_suite_without_pool(monkeypatch):
+    toy = Suite("toy-no-pool", "", lambda *a, **k: [], lambda records: {}, ("x",), loader=lambda f, fmt: LoadedData([], []))
+    monkeypatch.setitem(SUITES._items, toy.name, toy)
     with pytest.raises(DataError, match="no training pool"):
-        training_pool("mquake")
+        training_pool("toy-no-pool")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from kebench.data import ZSRE_TEMPLATE, load_cases, parse_records, read_records, shipped_path
+from kebench.data import ZSRE_TEMPLATE, parse_records, read_records, shipped_path
 from kebench.data.zsre import question_key
 from kebench.errors import ConfigError, DataError
+from kebench.suites import load_cases
 
 
 def wrap(question: str) -> str:

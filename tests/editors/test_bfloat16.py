@@ -10,8 +10,8 @@ from editors.alphaedit import AlphaEditEditor
 from editors.ft import FTEditor, FTHParams
 from editors.meg import MeGEditor
 from editors.memit import MEMITEditor
-from kebench.data import load_cases
 from kebench.models.loaded import LoadedModel, exact_checksum
+from kebench.suites import load_cases
 from tests.conftest import make_tiny_llama
 from tests.editors.test_alphaedit import _hparams as alphaedit_hparams
 from tests.editors.test_meg_editor import small

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kebench.data import load_cases
 from kebench.editor import EDITORS
 from kebench.errors import ConfigError, DataError
 from kebench.models.loaded import exact_checksum
 from kebench.scoring import score_targets
+from kebench.suites import load_cases
 from editors.meg import MeGEditor, MeGHandle, MeGHParams
 
 
@@ -68,6 +68,17 @@ def test_knn_meg_states_the_edits_gates_unrelated_prompts_and_restores(lm, cases
     handle.restore()
     assert exact_checksum(lm.model) == original
     assert _scores(lm, prompts, targets, handle.conditioning) == before[:4]
+
+
+def test_self_check_scores_a_closed_gate_apart_from_the_generator(lm, cases, encoder_dir):
+    """The self-check scores every edit once: rows whose gate stays closed get the generator's neuron for the
+    ungated efficacy and the unedited model for the gated one."""
+    reqs = [c.request for c in cases]
+    handle = MeGEditor(small(encoder_dir, generator="knn", familiarity_tau=-1e9)).apply(lm, reqs)  # never fires
+    s = handle.stats
+    assert s["fire_rate_requests"] == 0.0
+    assert s["generator_efficacy_ungated"] == 1.0 and s["generated_efficacy"] == 0.0
+    handle.restore()
 
 
 def test_always_fire_ablation_and_oracle_generator(lm, cases, encoder_dir):

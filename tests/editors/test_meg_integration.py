@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kebench.data import load_cases
 from kebench.scoring import score_targets
+from kebench.suites import load_cases
 from editors.meg import MeGEditor
 from editors.meg.fitting import evaluate_neurons, fit_neurons
 from editors.meg.neuron import DynamicNeuron, NeuronSpec

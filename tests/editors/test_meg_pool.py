@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from kebench.data import load_cases
+import pytest
+
+from kebench.config import with_overrides
 from kebench.data.case import EditRequest
+from kebench.errors import DataError
+from kebench.suites import get_suite, load_cases
+from editors.meg import MeGEditor
 from editors.meg.pool import contrastive_pairs, disjoint_pool, split_records, unrelated_queries
 
 
@@ -11,7 +16,7 @@ def test_pool_excludes_edits_and_is_the_same_for_any_counterfact_subset():
     cases = load_cases("counterfact")
     a, scope = disjoint_pool("counterfact", [c.request for c in cases[:5]])
     b, _ = disjoint_pool("counterfact", [c.request for c in cases[100:103]])
-    assert scope == "suite" and a == b
+    assert scope == "suite" and a == b and len(a) == 9303  # 10,000 CounterFact cases' subjects left out
     edited = {c.subject.lower() for c in cases}
     assert not any(r.subject.lower() in edited for r in a)
     own = EditRequest("{} works for", a[0].subject, "Nokia")  # a request outside the suite
@@ -33,3 +38,19 @@ def test_pairs_negatives_and_split():
     fills = {r.prompt.replace("{}", s) for r in reqs for s in held_subjects}
     assert all(q in fills for q in neg[20:])  # neighbourhood-like: an edit's template, a held-out pool subject
     assert not any(r.text in neg for r in reqs)
+
+
+def test_meg_trains_on_the_pool_of_the_suite_it_edits():
+    """The pool is the suite's (`Suite.pool`), passed through `default_hparams`; `--hparam pool=` still names another."""
+    pool_on = {name: MeGEditor.default_hparams("default", get_suite(name)).pool
+               for name in ("counterfact", "counterfact-rome", "mquake", "zsre", "zsre-knowedit", "zsre-all")}
+    assert pool_on == {"counterfact": "counterfact", "counterfact-rome": "counterfact", "mquake": "counterfact",
+                       "zsre": "zsre", "zsre-knowedit": "zsre", "zsre-all": "counterfact"}
+    assert MeGEditor.default_hparams("default").pool == "counterfact"  # no suite: what CounterFact runs record
+    assert with_overrides(MeGEditor.default_hparams("default", get_suite("zsre")), {"pool": "counterfact"}).pool == "counterfact"
+
+
+def test_a_pool_inside_the_edited_cases_says_which_to_use_instead():
+    cases = load_cases("zsre")  # the zsRE pool is part of the zsre suite: editing all of it leaves no pool
+    with pytest.raises(DataError, match="--hparam pool=counterfact"):
+        disjoint_pool("zsre", [c.request for c in cases])

@@ -8,13 +8,13 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from editors.memit import MEMITEditor, MemitHParams
+from editors.memit import LocateEditHParams, MEMITEditor, MemitHParams
 from kebench.data.case import unique_requests
 from editors.memit.keys import edit_keys, lower_states, read_rows
 from editors.memit.prompts import build_batch, prefix_weights, subject_last_index
 from editors.memit.update import apply_delta, memit_delta, spread_updates
 from editors.memit.suffix import SuffixRows, _cache_tensors, _passes, edits_by_suffix_width, takes_prefix_cache
-from editors.memit.values import TargetValues, ValueFitConfig, _cache_key, fit_target_values
+from editors.memit.values import TargetValues, _cache_key, fit_target_values
 from kebench.data.case import EditRequest
 from kebench.errors import ConfigError, NumericalError
 from kebench.fit_cache import FitCache
@@ -199,7 +199,7 @@ def test_replayed_fitting_starts_from_the_models_own_nll(arch, tiny_lm, smol_tok
     lm = tiny_lm if arch == "llama" else _tiny_gpt2(smol_tokenizer)
     batch = build_batch(lm.tokenizer, TOY, [""])
     flags = [p.requires_grad for p in lm.model.parameters()]
-    values = fit_target_values(lm, batch, 1, ValueFitConfig(v_num_grad_steps=2, v_stop_nll=0.0))
+    values = fit_target_values(lm, batch, 1, LocateEditHParams(v_lr=0.5, v_num_grad_steps=2, v_stop_nll=0.0))
     torch.testing.assert_close(values.nll_start, _nll(lm, TOY), rtol=1e-4, atol=1e-4)
     assert [p.requires_grad for p in lm.model.parameters()] == flags  # frozen while fitting, then as before
     assert all(p.grad is None for p in lm.model.parameters())
@@ -217,7 +217,7 @@ def test_fitting_on_suffixes_equals_fitting_whole_rows(arch, tiny_lm, smol_token
     cut = SuffixRows.cut(batch, split=True)
     assert cut.prefix_len > 0 and cut.input_ids.shape[1] < batch.input_ids.shape[1]
     assert (cut.prefix_cols >= 0).sum(1).tolist() == batch.lookup.tolist()  # each row's own prefix, left-padded
-    cfg = ValueFitConfig(v_lr=0.5, v_num_grad_steps=8, clamp_norm_factor=4.0, v_stop_nll=0.0)
+    cfg = LocateEditHParams(v_lr=0.5, v_num_grad_steps=8, clamp_norm_factor=4.0, v_stop_nll=0.0)
     whole = fit_target_values(lm, batch, 1, cfg, split=False)
     split = fit_target_values(lm, batch, 1, cfg, split=True)
     torch.testing.assert_close(split.row_h, whole.row_h, rtol=1e-4, atol=1e-4)
@@ -263,7 +263,7 @@ def test_prefixes_run_by_length_keep_what_one_padded_pass_computes(tiny_lm, slac
 def test_batched_fitting_equals_one_edit_at_a_time(tiny_lm):
     lm = _sharpen(tiny_lm)
     batch = build_batch(lm.tokenizer, TOY, ["", "Once upon a time. "])
-    cfg = ValueFitConfig(v_lr=0.5, v_num_grad_steps=12, clamp_norm_factor=4.0, v_stop_nll=2.0)
+    cfg = LocateEditHParams(v_lr=0.5, v_num_grad_steps=12, clamp_norm_factor=4.0, v_stop_nll=2.0)
     together = fit_target_values(lm, batch, 1, dataclasses.replace(cfg, v_edits_per_batch=8))
     alone = fit_target_values(lm, batch, 1, dataclasses.replace(cfg, v_edits_per_batch=1))
     assert torch.equal(together.steps, alone.steps)
@@ -274,7 +274,7 @@ def test_batched_fitting_equals_one_edit_at_a_time(tiny_lm):
 def test_value_cache_returns_the_same_fit_and_refits_what_it_cannot_trust(tiny_lm, cache):
     lm = _sharpen(tiny_lm)
     batch = build_batch(lm.tokenizer, TOY, ["", "Once upon a time. "])
-    cfg = ValueFitConfig(v_lr=0.5, v_num_grad_steps=6, clamp_norm_factor=4.0, v_stop_nll=0.0, v_edits_per_batch=2)
+    cfg = LocateEditHParams(v_lr=0.5, v_num_grad_steps=6, clamp_norm_factor=4.0, v_stop_nll=0.0, v_edits_per_batch=2)
     first = FitCache("target_values", exact_checksum(lm.model), "cpu")
     fitted = fit_target_values(lm, batch, 1, cfg, first)
     assert (first.hits, first.misses, fitted.groups, fitted.cached_groups) == (0, 2, 2, 0)
@@ -302,7 +302,7 @@ def test_value_cache_returns_the_same_fit_and_refits_what_it_cannot_trust(tiny_l
 def test_fitting_stops_each_edit_at_its_target(tiny_lm):
     lm = _sharpen(tiny_lm)
     batch = build_batch(lm.tokenizer, TOY, [""])
-    values = fit_target_values(lm, batch, 2, ValueFitConfig(v_lr=0.5, v_num_grad_steps=40, clamp_norm_factor=8.0, v_stop_nll=3.0))
+    values = fit_target_values(lm, batch, 2, LocateEditHParams(v_lr=0.5, v_num_grad_steps=40, clamp_norm_factor=8.0, v_stop_nll=3.0))
     assert values.converged.all()
     assert (values.nll_end < 3.0).all()
     assert (values.steps < 39).all() and values.steps.unique().numel() > 1  # each stopped on its own
@@ -311,7 +311,7 @@ def test_fitting_stops_each_edit_at_its_target(tiny_lm):
 def test_clamp_bounds_the_delta(tiny_lm):
     lm = _sharpen(tiny_lm)
     batch = build_batch(lm.tokenizer, TOY, [""])
-    values = fit_target_values(lm, batch, 2, ValueFitConfig(v_lr=1.0, v_num_grad_steps=10, clamp_norm_factor=0.1))
+    values = fit_target_values(lm, batch, 2, LocateEditHParams(v_lr=1.0, v_num_grad_steps=10, clamp_norm_factor=0.1))
     h = values.row_h[batch.rewrite_rows]
     assert (values.delta.norm(dim=1) <= 0.1 * h.norm(dim=1) + 1e-5).all()
 
@@ -466,7 +466,7 @@ def test_per_model_configs_load(model):
 @pytest.mark.integration
 def test_memit_edits_the_default_model(real_lm, cache):
     """Three CounterFact edits on SmolLM2-135M take, and restore() is bit-exact (about a minute)."""
-    from kebench.data.suites import load_cases
+    from kebench.suites import load_cases
 
     requests = [c.request for c in load_cases("counterfact-rome")[:3]]
     hp = dataclasses.replace(MEMITEditor.default_hparams("default"), stats_n_tokens=8192, n_context_prefixes=2)
@@ -482,7 +482,7 @@ def test_memit_edits_the_default_model(real_lm, cache):
 def test_groups_claimed_by_another_process_are_read_once_it_saves_them(tiny_lm, cache, tmp_path):
     lm = _sharpen(tiny_lm)
     batch = build_batch(lm.tokenizer, TOY, [""])
-    cfg = ValueFitConfig(v_lr=0.5, v_num_grad_steps=4, clamp_norm_factor=4.0, v_stop_nll=0.0, v_edits_per_batch=1)
+    cfg = LocateEditHParams(v_lr=0.5, v_num_grad_steps=4, clamp_norm_factor=4.0, v_stop_nll=0.0, v_edits_per_batch=1)
     alone = fit_target_values(lm, batch, 1, cfg, FitCache("target_values", "c" * 64, "cpu", cache_dir=tmp_path / "a"))
     # another "process" holds the first group's claim; it saves and lets go once this one waits for it
     shared = FitCache("target_values", "c" * 64, "cpu", cache_dir=tmp_path / "b")
@@ -493,7 +493,7 @@ def test_groups_claimed_by_another_process_are_read_once_it_saves_them(tiny_lm, 
     load, claimed = shared.load, shared.claimed
 
     def holder_finishes(key):
-        if key == first_key and shared.path(key).with_suffix(".lock").exists():
+        if key == first_key and not shared.path(key).is_file():
             src = next(p for p in (tmp_path / "a").rglob("*.pt") if p.name == shared.path(key).name)
             shared.path(key).write_bytes(src.read_bytes())
             shared.release(key)

@@ -237,6 +237,16 @@ def test_shared_copy_is_found_beside_the_checkout(tmp_path, monkeypatch):
     assert (tmp_path / "shared" / "models" / "demo").resolve() in embedded.shared_model_dirs("demo")
 
 
+def test_shared_models_env_is_looked_at_first(tmp_path, monkeypatch):
+    (tmp_path / "elsewhere" / "demo").mkdir(parents=True)
+    (tmp_path / "cwd" / "shared" / "models" / "demo").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.setenv("KEBENCH_SHARED_MODELS", str(tmp_path / "elsewhere"))
+    found = embedded.shared_model_dirs("demo")
+    assert found[0] == (tmp_path / "elsewhere" / "demo").resolve()
+    assert (tmp_path / "cwd" / "shared" / "models" / "demo").resolve() in found
+
+
 def test_shipped_default_files_are_in_the_package():
     from importlib import resources
 
