@@ -337,7 +337,8 @@ class Run:
 
     def _retention(
         self, schedule: EvalSchedule, suite: Suite, cases: Sequence[EditCase], pre: dict[str, dict],
-        post: dict[str, dict], general_pre: dict[str, Any] | None, general: dict[str, Any] | None,
+        post: dict[str, dict], immediate: dict[str, dict], general_pre: dict[str, Any] | None,
+        general: dict[str, Any] | None,
     ) -> Retention:
         """The results' retention block: metrics of each step's cases right after their step, and of all
         the cases edited so far at each evaluation point (the last point is the final evaluation)."""
@@ -347,6 +348,7 @@ class Run:
         points: list[RetentionPoint] = []
         for n in [*(n for n in schedule.counts if n < len(cases)), len(cases)]:
             so_far = cases[:n]
+            requests = case_requests(so_far)
             final = n == len(cases)
             point_general = None
             if general_pre is not None:
@@ -354,16 +356,16 @@ class Run:
                     general["post"] if final and general is not None
                     else general_ability.summarise(
                         general_pre, json.loads((self.ckpt / f"general_at_{n:07d}.json").read_text()),
-                        [r.subject for r in case_requests(so_far)],
+                        [r.subject for r in requests],
                     )["post"]
                 )
             points.append(RetentionPoint(
-                cases=n, edits=len(case_requests(so_far)),
+                cases=n, edits=len(requests),
                 metrics=metrics(post if final else _read_records(self.ckpt / f"at_{n:07d}.jsonl"), so_far),
                 general=point_general,
             ))
-        immediate = metrics(_read_records(self.ckpt / "immediate.jsonl"), cases) if schedule.immediate else None
-        return Retention(eval_at=self.cfg.eval_at, points=tuple(points), immediate=immediate)
+        return Retention(eval_at=self.cfg.eval_at, points=tuple(points),
+                         immediate=metrics(immediate, cases) if schedule.immediate else None)
 
     def _general(self, path: Path, lm: LoadedModel, condition: Any) -> dict[str, Any]:
         """The general-ability record at `path`, measured (and written) if it is not there yet."""
@@ -558,8 +560,8 @@ class Run:
         records = [
             {"case_id": c.case_id, "pre": pre[c.case_id], "post": post[c.case_id]} for c in cases
         ]
-        if schedule is not None:
-            immediate = _read_records(self.ckpt / "immediate.jsonl")
+        immediate = _read_records(self.ckpt / "immediate.jsonl") if schedule is not None else {}
+        if immediate:
             for record in records:
                 if record["case_id"] in immediate:
                     record["immediate"] = immediate[record["case_id"]]
@@ -599,7 +601,7 @@ class Run:
                 general=general,
             ),
             cases=tuple(records),
-            retention=self._retention(schedule, suite, cases, pre, post, general_pre, general) if schedule else None,
+            retention=self._retention(schedule, suite, cases, pre, post, immediate, general_pre, general) if schedule else None,
             selection=selection,
         )
         saved = result.to_json()

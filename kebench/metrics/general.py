@@ -22,6 +22,7 @@ Editors that condition on the query (MeG) see each window, prompt or fact text a
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -75,12 +76,13 @@ class KnownFact:
     attribute: str
 
 
-def known_facts() -> list[KnownFact]:
-    """ROME's known facts as shipped (1,209)."""
-    return [
+@functools.cache
+def known_facts() -> tuple[KnownFact, ...]:
+    """ROME's known facts as shipped (1,209), read once per process."""
+    return tuple(
         KnownFact(int(r["known_id"]), str(r["subject"]), str(r["prompt"]), str(r["attribute"]))
         for r in read_records(shipped_path(KNOWN_FACTS_FILE))
-    ]
+    )
 
 
 def perplexity_windows(tokenizer: Any, n_tokens: int = PERPLEXITY_TOKENS, window: int = PERPLEXITY_WINDOW) -> list[list[int]]:
