@@ -98,8 +98,8 @@ def main() -> None:
         )
     phases["MEMIT target values (fwd+bwd)"] = measure(lambda: fit_target_values(lm, batch, hp.layers[-1], vcfg))
     phases["MeG neuron fitting (fwd+bwd)"] = measure(
-        lambda: fit_neurons(lm, requests, NeuronSpec(d, meg.activation), layer, lr=meg.fit_lr, max_steps=meg.fit_max_steps,
-                            nll_threshold=meg.fit_nll_threshold, batch_size=len(requests), context_prefixes=meg.context_prefixes)
+        lambda: fit_neurons(lm, requests, NeuronSpec(d, meg.activation), layer, lr=meg.fitting.lr, max_steps=meg.fitting.max_steps,
+                            nll_threshold=meg.fitting.nll_threshold, batch_size=len(requests), context_prefixes=meg.fitting.context_prefixes)
     )
     phases["CounterFact evaluation (forward)"] = measure(lambda: suite.evaluate(lm, cases, refs, None))
     for name, p in phases.items():

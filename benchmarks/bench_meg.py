@@ -31,8 +31,8 @@ from kebench.scoring import score_targets
 def fitting(lm, requests, hp, layer: int, batch_size: int) -> dict:
     spec = NeuronSpec(lm.adapter.hidden_size, hp.activation)
     res = fit_neurons(
-        lm, requests, spec, layer, lr=hp.fit_lr, max_steps=hp.fit_max_steps, nll_threshold=hp.fit_nll_threshold,
-        batch_size=batch_size, context_prefixes=hp.context_prefixes, seed=hp.fit_seed,
+        lm, requests, spec, layer, lr=hp.fitting.lr, max_steps=hp.fitting.max_steps, nll_threshold=hp.fitting.nll_threshold,
+        batch_size=batch_size, context_prefixes=hp.fitting.context_prefixes, seed=hp.fitting.seed,
     )
     s = res.summary()
     return {
@@ -58,7 +58,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     model_arguments(ap)
     ap.add_argument("--suite", default="counterfact")
-    ap.add_argument("--hparam", action="append", default=["diffusion_steps=200"], help="MeG override key=value")
+    ap.add_argument("--hparam", action="append", default=["generator.steps=200"], help="MeG override key=value")
     ap.add_argument("--skip-fitting", action="store_true", help="only measure inference overhead")
     args = ap.parse_args()
     lm = load_bench_model(args)

@@ -58,12 +58,12 @@ def main() -> None:
                                         heads=OLD["heads"]))
     rows = []
     for n in args.edits:
-        width = mlp_width(n, hp.code_size, COND, hp.denoiser_depth, hp.denoiser_ratio)
-        new = build_denoiser(DenoiserConfig("mlp", hp.code_size, COND, width=width, depth=hp.denoiser_depth))
+        width = mlp_width(n, hp.fitting.code_size, COND, hp.generator.depth, hp.generator.ratio)
+        new = build_denoiser(DenoiserConfig("mlp", hp.fitting.code_size, COND, width=width, depth=hp.generator.depth))
         old_s, new_s = [], []
         for _ in range(args.rounds):  # interleaved: both see the same machine load
             old_s.append(step_seconds(old, NEURON, OLD["batch"], 1))
-            new_s.append(step_seconds(new, hp.code_size, hp.diffusion_batch_size, 1))
+            new_s.append(step_seconds(new, hp.fitting.code_size, hp.generator.batch_size, 1))
         old_step, new_step = min(old_s), min(new_s)
         old_steps = OLD["epochs"] * n * CONDITIONS_PER_EDIT // OLD["batch"]
         new_steps = hp.diffusion_schedule(n)
@@ -73,10 +73,10 @@ def main() -> None:
                     "params_per_number": count_parameters(old) / (n * NEURON), "batch": OLD["batch"],
                     "step_s": round(old_step, 4), "steps": old_steps, "train_s": round(old_step * old_steps, 1),
                     "visits_per_edit": old_steps * OLD["batch"] / n},
-            "new": {"denoiser": f"mlp {width}x{hp.denoiser_depth} over a {hp.code_size}-entry code",
-                    "params": count_parameters(new), "params_per_number": count_parameters(new) / (n * hp.code_size),
-                    "batch": hp.diffusion_batch_size, "step_s": round(new_step, 4), "steps": new_steps,
-                    "train_s": round(new_step * new_steps, 1), "visits_per_edit": new_steps * hp.diffusion_batch_size / n},
+            "new": {"denoiser": f"mlp {width}x{hp.generator.depth} over a {hp.fitting.code_size}-entry code",
+                    "params": count_parameters(new), "params_per_number": count_parameters(new) / (n * hp.fitting.code_size),
+                    "batch": hp.generator.batch_size, "step_s": round(new_step, 4), "steps": new_steps,
+                    "train_s": round(new_step * new_steps, 1), "visits_per_edit": new_steps * hp.generator.batch_size / n},
         }
         row["step_ratio_old_over_new"] = round(old_step / new_step, 2)
         row["train_ratio_old_over_new"] = round(row["old"]["train_s"] / row["new"]["train_s"], 2)

@@ -56,13 +56,22 @@ def run(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
     dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16.")] = "float32",
     device_map: Annotated[Optional[str], typer.Option(help="Spread a large model over several GPUs with accelerate: auto, balanced, sequential.")] = None,
-    hparam: Annotated[Optional[list[str]], typer.Option(help="Override an editor hyperparameter: key=value (repeatable).")] = None,
+    hparam: Annotated[Optional[list[str]], typer.Option(help="Override an editor hyperparameter: key=value, a section's with a dot (gate.kind=similarity); repeatable.")] = None,
+    hparams_file: Annotated[Optional[Path], typer.Option("--hparams-file", help=(
+        "The editor's settings from your own YAML (e.g. for a model kebench has no file for) instead of its "
+        "per-model file; --hparam still overrides single settings."))] = None,
     eval_batch_size: Annotated[int, typer.Option(help="Prompts per forward pass during evaluation.")] = 32,
     save_edits: Annotated[Optional[Path], typer.Option(help="Write the fitted edit to this folder.")] = None,
     load_edits: Annotated[Optional[Path], typer.Option(help="Evaluate an edit saved with --save-edits instead of fitting.")] = None,
     general: Annotated[bool, typer.Option(help=(
         "Measure general ability before and after editing: held-out WikiText perplexity, ROME's known facts "
         "retained, fluency on generic prompts (about a minute per measurement on a 2-core CPU)."))] = True,
+    lm_eval: Annotated[Optional[str], typer.Option("--lm-eval", help=(
+        "Also run lm-evaluation-harness tasks, e.g. arc_easy,hellaswag, on the unedited and the edited model in "
+        "memory (optional extra: pip install \"kebench[lm-eval]\"; hub tasks need their data cached or a network)."))] = None,
+    lm_eval_limit: Annotated[Optional[int], typer.Option("--lm-eval-limit", help="Documents per lm-eval task (default: all).")] = None,
+    lm_eval_include: Annotated[Optional[Path], typer.Option("--lm-eval-include", help=(
+        "A folder of lm-eval task YAMLs of your own (e.g. over local JSON files), added to lm-eval's tasks."))] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Edit a model with one editor on one suite and write a results JSON with full provenance.
@@ -104,6 +113,10 @@ def run(
         case_filter=case_filter,
         general=general,
         eval_at=eval_at,
+        lm_eval=lm_eval,
+        lm_eval_limit=lm_eval_limit,
+        lm_eval_include=str(lm_eval_include) if lm_eval_include else None,
+        hparams_file=str(hparams_file) if hparams_file else None,
     )
     # every seed's run set up (and its output checked) before the first one starts
     runners = [
@@ -167,6 +180,12 @@ def _print_summary(result: RunResult) -> None:
         table.add_row("perplexity (WikiText, held out)", f"{g0['perplexity']:.2f}", f"{g1['perplexity']:.2f}")
         table.add_row("known facts retained", f"{g0['known_facts']} known", metric_cell("retained_knowledge", g1["retained_knowledge"]))
         table.add_row("generic fluency", metric_cell("generic_fluency", g0["generic_fluency"]), metric_cell("generic_fluency", g1["generic_fluency"]))
+    if result.metrics.lm_eval:
+        from kebench.lm_eval_bridge import headline
+
+        before, after = headline(result.metrics.lm_eval["pre"]), headline(result.metrics.lm_eval["post"])
+        for name, value in after.items():
+            table.add_row(f"lm-eval {name}", f"{before[name]:.4f}" if name in before else "", f"{value:.4f}")
     console.print(table)
     if general and general.get("alarm"):
         console.print(f"[bold red]warning:[/bold red] {escape(general['alarm'])}")

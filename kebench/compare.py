@@ -52,7 +52,7 @@ class ResultSummary:
 
     @property
     def variant(self) -> str:
-        """The editor, its overrides and a GPU if it ran on one, e.g. "meg [use_familiarity=false]",
+        """The editor, its overrides and a GPU if it ran on one, e.g. "meg [gate.enabled=false]",
         "memit @ NVIDIA H200"."""
         return (
             self.editor
@@ -462,7 +462,7 @@ def comparison_tables(summaries: list[ResultSummary], *, ci: bool = False) -> li
         cols = headline_metrics(runs)
         groups = seed_groups(runs)
         pooled = any(len(g) > 1 for g in groups)
-        header = ["editor", "n", "mode", *(["seeds"] if pooled else []), *(c.removesuffix("_success") for c in cols),
+        header = ["editor", "n", "mode", *(["seeds"] if pooled else []), *(metric_spec(c).column or c.removesuffix("_success") for c in cols),
                   "s/edit", "total s", "peak GB"]
         rows = []
         for g in groups:
@@ -575,7 +575,7 @@ def html_report(tables: list[tuple[str, list[str], list[list[str]]]], images: li
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
         "img{max-width:100%}</style></head><body>",
         "<h1>kebench comparison</h1><p>Cells: edited (unedited) and, for rates, the lift over the unedited model; "
-        "rates in % (lift in points), ngram_entropy in bits.</p>",
+        "rates in % (lift in points); entropy (greedy 50): ROME's n-gram entropy of greedy 50-token generations, in bits.</p>",
         *(f"<p>{html.escape(note)}</p>" for note in notes),
     ]
     for dataset, header, rows in tables:

@@ -138,16 +138,15 @@ class Editor(ABC):
         self.hparams = hparams if hparams is not None else self.hparams_cls()
 
     @classmethod
-    def default_hparams(cls, model_name: str, suite: Suite | None = None) -> HParams:
-        """The editor's settings for `model_name` (`config_dir/<model>.yaml`, else the dataclass's defaults).
+    def default_hparams(cls, model_name: str, suite: Suite | None = None, settings_file: str | None = None) -> HParams:
+        """The editor's settings for `model_name`: the file in `config_dir` that serves the model
+        (kebench.config.config_file), or `settings_file` (a user's own, --hparams-file) instead.
 
         `suite`: the suite the run edits, which the runner passes so that a default may follow it; an
         editor that trains on data overrides this to take the suite's training pool (MeG: `Suite.pool`).
         Without a suite (tables comparing recorded settings with today's), the model's defaults alone.
         """
-        if cls.config_dir is None:
-            return cls.hparams_cls()
-        return load_hparams(cls.hparams_cls, cls.config_dir, model_name)
+        return load_hparams(cls.hparams_cls, cls.config_dir, model_name, settings_file)
 
     def prepare(self, lm: LoadedModel) -> None:
         """Load or compute what the editor needs from the UNEDITED model (statistics, prefixes).
@@ -179,13 +178,9 @@ class Editor(ABC):
         return LoadedStateHandle(lm.model, load_file(str(path / "edited_state.safetensors")))
 
 
-EDITORS: Registry[type[Editor]] = Registry("editor", entry_point_group="kebench.editors", builtins={
-    "none": "editors.none:NoneEditor",
-    "ft": "editors.ft:FTEditor",
-    "memit": "editors.memit:MEMITEditor",
-    "alphaedit": "editors.alphaedit:AlphaEditEditor",
-    "meg": "editors.meg:MeGEditor",
-})
+# Every editor, built-in or not, arrives through the "kebench.editors" entry-point group (pyproject.toml)
+# and is imported only when a run asks for it by name.
+EDITORS: Registry[type[Editor]] = Registry("editor", entry_point_group="kebench.editors")
 
 
 def register_editor(cls: type[Editor]) -> type[Editor]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from importlib.metadata import EntryPoint
 from typing import Generic, TypeVar
 
@@ -13,24 +13,15 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """Maps names to objects; third-party entries arrive through an entry-point group.
+    """Maps names to objects, registered in code (`register`) or arriving through an entry-point group
+    (installed packages' metadata, kebench's own included), imported only when asked for by name."""
 
-    `builtins` ("name" -> "package.module:attr") are known without package metadata, so a plain
-    checkout run as `python -m kebench` (not pip-installed) still finds its own editors.
-    """
-
-    def __init__(self, kind: str, entry_point_group: str | None = None,
-                 builtins: Mapping[str, str] | None = None) -> None:
+    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
         self.kind = kind
         self.entry_point_group = entry_point_group
-        self.builtins: dict[str, str] = dict(builtins or {})
         self._items: dict[str, T] = {}
         self._entry_points_loaded = False
-        # imported only when asked for by name: built-ins (as entry points not read from package
-        # metadata), then the group's installed entry points
-        self._lazy: dict[str, object] = {
-            name: EntryPoint(name=name, value=ref, group=entry_point_group or "") for name, ref in self.builtins.items()
-        }
+        self._lazy: dict[str, EntryPoint] = {}
 
     def register(self, name: str, obj: T | None = None) -> Callable[[T], T] | T:
         """Register `obj` under `name`; usable as a decorator when `obj` is omitted."""
@@ -55,7 +46,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         self._load_entry_points()
         if name not in self._items and name in self._lazy:
-            loaded = self._lazy.pop(name).load()  # type: ignore[attr-defined]
+            loaded = self._lazy.pop(name).load()
             self._items.setdefault(name, loaded)  # the module may have registered itself on import
         if name not in self._items:
             known = self.names()

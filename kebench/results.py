@@ -15,11 +15,11 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
-from kebench.config import parse_override
+from kebench.config import canonical_key, flat_record, parse_override
 from kebench.errors import ConfigError, KebenchError
 
 SCHEMA_VERSION = 2
@@ -29,9 +29,10 @@ FIRST_VERSION = 1
 # Hyperparameters that set only how many edits are fitted per forward/backward: every edit keeps its
 # own optimiser state (kebench.optim.RowAdam), so they change rounding, not results. A run with one
 # of them overridden is the same configuration (row and gate key) as the run without.
-THROUGHPUT_HPARAMS = frozenset({"v_edits_per_batch", "fit_batch_size"})
+# (MeG's under their current and former names: job lines of either spelling name the same output file.)
+THROUGHPUT_HPARAMS = frozenset({"v_edits_per_batch", "fitting.batch_size", "fit_batch_size"})
 # Switches for caching and checkpointing: they decide what is recomputed, never what comes out.
-OPERATIONAL_HPARAMS = frozenset({"v_cache", "update_checkpoint", "fit_cache"})
+OPERATIONAL_HPARAMS = frozenset({"v_cache", "update_checkpoint", "fitting.cache", "encoder.cache"})
 
 
 class ResultsFormatError(ConfigError):
@@ -124,6 +125,10 @@ class RunInfo:
     case_filter: str | None  # absent before --filter: None
     general: bool  # absent before general ability: whether the file has metrics.general
     eval_at: str | None  # absent before --eval-at: None
+    lm_eval: str | None  # --lm-eval tasks; written only when given
+    lm_eval_limit: int | None
+    lm_eval_include: str | None
+    hparams_file: str | None  # --hparams-file; written only when given
     n_cases: int
     n_requests: int
     processes: int | None = None  # written only for a sharded run (torchrun)
@@ -136,7 +141,7 @@ class RunInfo:
     def to_json(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["hparam_overrides"] = list(self.hparam_overrides)
-        return _without_none(d, "processes")
+        return _without_none(d, "processes", "lm_eval", "lm_eval_limit", "lm_eval_include", "hparams_file")
 
     @classmethod
     def from_json(cls, f: _Fields, has_general: bool) -> "RunInfo":
@@ -151,7 +156,10 @@ class RunInfo:
             eval_batch_size=f("eval_batch_size", INT), chunk_size=f("chunk_size", INT),
             load_edits=f("load_edits", _optional(STR)), device_map=f("device_map", _optional(STR), None),
             case_filter=f("case_filter", _optional(STR), None), general=f("general", BOOL, has_general),
-            eval_at=f("eval_at", _optional(STR), None), n_cases=f("n_cases", INT), n_requests=f("n_requests", INT),
+            eval_at=f("eval_at", _optional(STR), None), lm_eval=f("lm_eval", _optional(STR), None),
+            lm_eval_limit=f("lm_eval_limit", _optional(INT), None), lm_eval_include=f("lm_eval_include", _optional(STR), None),
+            hparams_file=f("hparams_file", _optional(STR), None),
+            n_cases=f("n_cases", INT), n_requests=f("n_requests", INT),
             processes=f("processes", _optional(INT), None),
         )
         f.done()
@@ -312,19 +320,22 @@ class EditStep:
 class Metrics:
     """`metrics`: the suite's aggregates of the unedited (`pre`) and edited (`post`) model;
     `intervals`, bootstrap intervals over cases (kebench.metrics.uncertainty; absent in older files);
-    `general`, general ability before and after editing (kebench.metrics.general; absent when not measured)."""
+    `general`, general ability before and after editing (kebench.metrics.general; absent when not measured);
+    `lm_eval`, lm-evaluation-harness results before and after editing (kebench.lm_eval_bridge; --lm-eval)."""
 
     pre: dict[str, Any]
     post: dict[str, Any]
     intervals: dict[str, Any] | None = None
     general: dict[str, Any] | None = None
+    lm_eval: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return _without_none(dataclasses.asdict(self), "intervals", "general")
+        return _without_none(dataclasses.asdict(self), "intervals", "general", "lm_eval")
 
     @classmethod
     def from_json(cls, f: _Fields) -> "Metrics":
-        metrics = cls(f("pre", OBJ), f("post", OBJ), f("intervals", _optional(OBJ), None), f("general", _optional(OBJ), None))
+        metrics = cls(f("pre", OBJ), f("post", OBJ), f("intervals", _optional(OBJ), None), f("general", _optional(OBJ), None),
+                      f("lm_eval", _optional(OBJ), None))
         f.done()
         return metrics
 
@@ -530,7 +541,7 @@ def hparams_record(hparams: Any) -> dict[str, Any]:
     """A hyperparameter dataclass as a results file records it (tuples become lists)."""
     from kebench.io import _json_default  # the results writer's own conversions
 
-    return json.loads(json.dumps(dataclasses.asdict(hparams), default=_json_default))
+    return flat_record(json.loads(json.dumps(dataclasses.asdict(hparams), default=_json_default)))
 
 
 def run_identity(editor: str, run: RunInfo, hparams: dict[str, Any], defaults: dict[str, Any]) -> RunIdentity:
@@ -540,7 +551,8 @@ def run_identity(editor: str, run: RunInfo, hparams: dict[str, Any], defaults: d
     each other recorded hyperparameter `defaults` does not match (none at run time: the run's
     hyperparameters are the defaults and its overrides; caching switches and keys the run predates
     are no difference)."""
-    overridden = tuple(o for o in run.hparam_overrides if _override_key(o) not in THROUGHPUT_HPARAMS)
+    overridden = tuple(o for o in map(partial(_canonical_override, editor), run.hparam_overrides)
+                       if _override_key(o) not in THROUGHPUT_HPARAMS)
     differing = tuple(o for o in overridden if not _equals_default(o, defaults))
     ignored = {_override_key(o) for o in overridden} | THROUGHPUT_HPARAMS | OPERATIONAL_HPARAMS
     drift = tuple(
@@ -559,7 +571,23 @@ def legacy_identity(editor: str, run: RunInfo, hparams: dict[str, Any]) -> RunId
     """The identity of a schema_version 1 file, which did not record one: `run_identity` against
     *today's* defaults of its editor for its model (an editor or config this install lacks: its
     overrides alone). A default changed since the run was made shows as `key=recorded value`."""
+    hparams = {_canonical(editor, key): value for key, value in hparams.items()}
     return run_identity(editor, run, hparams, _current_defaults(editor, run.model or "default"))
+
+
+def _canonical(editor: str, key: str) -> str:
+    """`key` under its current name for `editor` (MeG's former flat names: `familiarity` -> `gate.kind`)."""
+    from kebench.editor import EDITORS
+
+    try:
+        return canonical_key(EDITORS.get(editor).hparams_cls, key)
+    except KebenchError:
+        return key
+
+
+def _canonical_override(editor: str, override: str) -> str:
+    key, eq, value = override.partition("=")
+    return f"{_canonical(editor, key.strip())}{eq}{value}"
 
 
 @lru_cache(maxsize=None)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from transformers import set_seed
 
-from kebench import __version__
+from kebench import __version__, lm_eval_bridge
 from kebench.config import parse_override, with_overrides
 from kebench.data.case import EditCase, EditRequest, unique_requests
 from kebench.data.loading import check_scale
@@ -74,6 +74,10 @@ class RunConfig:
     case_filter: str | None = None  # --filter: run only the cases CASE_FILTERS.get(name) keeps (see select_cases)
     general: bool = True  # measure general ability (kebench.metrics.general) before and after editing
     eval_at: str | None = None  # sequential: "immediate" and/or case counts, e.g. "immediate,1000,2000" (EvalSchedule)
+    lm_eval: str | None = None  # lm-evaluation-harness tasks run before and after editing, "arc_easy,hellaswag"
+    lm_eval_limit: int | None = None  # documents per lm-eval task (lm-eval's --limit)
+    lm_eval_include: str | None = None  # a folder of task YAMLs of one's own (lm-eval's --include_path)
+    hparams_file: str | None = None  # the editor's settings from this YAML instead of its per-model file
 
     def validate(self) -> None:
         if self.mode not in ("batch", "sequential"):
@@ -90,13 +94,19 @@ class RunConfig:
             case_filter(self.case_filter).check_suite(self.dataset)
         if self.eval_at is not None:
             EvalSchedule.parse(self.eval_at).check(self)
+        if self.lm_eval is not None:
+            if self.lm_eval_limit is not None and self.lm_eval_limit < 1:
+                raise ConfigError(f"--lm-eval-limit must be >= 1, got {self.lm_eval_limit}")
+            lm_eval_bridge.check_tasks(lm_eval_bridge.parse_tasks(self.lm_eval), self.lm_eval_include)
+        elif self.lm_eval_limit is not None or self.lm_eval_include is not None:
+            raise ConfigError("--lm-eval-limit and --lm-eval-include need --lm-eval TASKS")
 
     def identity(self) -> dict[str, Any]:
         """The fields a checkpoint must agree on to be resumed."""
         d = dataclasses.asdict(self)
         d.pop("chunk_size")
         d.pop("eval_batch_size")
-        for optional in ("device_map", "case_filter", "eval_at"):
+        for optional in ("device_map", "case_filter", "eval_at", "lm_eval", "lm_eval_limit", "lm_eval_include", "hparams_file"):
             if d[optional] is None:
                 d.pop(optional)  # checkpoints written before the option existed stay resumable
         if d["general"]:
@@ -367,6 +377,30 @@ class Run:
         return Retention(eval_at=self.cfg.eval_at, points=tuple(points),
                          immediate=metrics(immediate, cases) if schedule.immediate else None)
 
+    def _lm_eval_key(self) -> str:
+        """What the unedited model's lm-eval results depend on besides the model (the pre-edit folder's key)."""
+        import hashlib
+
+        cfg = self.cfg
+        key = [cfg.lm_eval, cfg.lm_eval_limit, cfg.lm_eval_include, cfg.seed, lm_eval_bridge.protocol([], None, None)["version"]]
+        return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+
+    def _lm_eval(self, path: Path, lm: LoadedModel, condition: Any) -> dict[str, Any]:
+        """The lm-eval record at `path`, run (and written) if it is not there yet."""
+        if path.exists():
+            return json.loads(path.read_text())
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        with progress_bar(f"lm-eval ({cfg.lm_eval})", 1) as bar:
+            record = lm_eval_bridge.evaluate(
+                lm, lm_eval_bridge.parse_tasks(cfg.lm_eval), condition, limit=cfg.lm_eval_limit,
+                include=cfg.lm_eval_include, batch_size=cfg.eval_batch_size, seed=cfg.seed)
+            bar.advance()
+        self.timer.add("lm_eval", time.perf_counter() - t0)
+        if self.shard.is_main:
+            atomic_write_json(path, record)
+        return record
+
     def _general(self, path: Path, lm: LoadedModel, condition: Any) -> dict[str, Any]:
         """The general-ability record at `path`, measured (and written) if it is not there yet."""
         if path.exists():
@@ -473,7 +507,8 @@ class Run:
 
         editor_cls = EDITORS.get(cfg.editor)
         model_name = cfg.model or "default"
-        hparams = editor_cls.default_hparams(model_name, suite)  # defaults may follow the suite (MeG: its training pool)
+        # defaults may follow the suite (MeG: its training pool)
+        hparams = editor_cls.default_hparams(model_name, suite, cfg.hparams_file)
         defaults = hparams  # the editor's defaults at run time: the reference of the run's recorded identity
         if cfg.hparam_overrides:
             hparams = with_overrides(hparams, dict(parse_override(o) for o in cfg.hparam_overrides))
@@ -507,6 +542,8 @@ class Run:
         refs, pre = unedited(cases)
 
         general_pre = self._general(pre_dir / "general.json", lm, None) if cfg.general else None
+        # lm-eval on the unedited model first: a task whose data cannot be loaded stops the run before any editing
+        lm_eval_pre = self._lm_eval(pre_dir / f"lm_eval_{self._lm_eval_key()}.json", lm, None) if cfg.lm_eval else None
         schedule = EvalSchedule.parse(cfg.eval_at) if cfg.eval_at else None
 
         def evaluate_so_far(k: int, step_cases: list[EditCase], so_far: list[EditCase], edited: EditHandle) -> None:
@@ -547,6 +584,13 @@ class Run:
                 **general_ability.summarise(general_pre, general_post, [r.subject for r in case_requests(cases)]),
                 "protocol": general_ability.protocol(lm.tokenizer),
             }
+
+        lm_eval = None
+        if lm_eval_pre is not None:
+            lm_eval_post = (lm_eval_pre if editor.changes_nothing
+                            else self._lm_eval(self.ckpt / "lm_eval_post.json", lm, handle.conditioning))
+            lm_eval = {"pre": lm_eval_pre, "post": lm_eval_post, "protocol": lm_eval_bridge.protocol(
+                lm_eval_bridge.parse_tasks(cfg.lm_eval), cfg.lm_eval_limit, cfg.lm_eval_include)}
 
         t0 = time.perf_counter()
         handle.restore()
@@ -599,6 +643,7 @@ class Run:
                 # bootstrap intervals over cases (kebench.metrics.uncertainty): level, n_resamples, [lo, hi] per metric
                 intervals=interval_record(suite, [pre[c.case_id] for c in cases], [post[c.case_id] for c in cases]),
                 general=general,
+                lm_eval=lm_eval,
             ),
             cases=tuple(records),
             retention=self._retention(schedule, suite, cases, pre, post, immediate, general_pre, general) if schedule else None,

@@ -131,7 +131,7 @@ def test_compare_shows_fluency_in_bits_where_the_suite_measures_it(tmp_path):
     res = runner.invoke(app, ["compare", str(path), "--markdown", str(tmp_path / "t.md"), "--no-plots"])
     assert res.exit_code == 0, res.output
     md = (tmp_path / "t.md").read_text()
-    assert "| ngram_entropy |" in md and "| 5.61 (5.70) |" in md
+    assert "| entropy (greedy 50) |" in md and "| 5.61 (5.70) |" in md  # named for what it is (not ROME's sampled entropy)
 
 
 def test_compare_marks_runs_whose_fitting_came_from_the_cache(tmp_path):
@@ -162,11 +162,11 @@ def test_compare_names_the_gpu_a_run_was_timed_on_and_its_gpu_memory(tmp_path):
 
 def test_compare_html_embeds_plots_and_keeps_ablations_apart(tmp_path):
     _result(tmp_path / "a.json", "meg", 0.99, 0.9)
-    _result(tmp_path / "b.json", "meg", 0.99, 0.6, overrides=["use_familiarity=false"])
+    _result(tmp_path / "b.json", "meg", 0.99, 0.6, overrides=["gate.enabled=false"])
     res = runner.invoke(app, ["compare", str(tmp_path), "--html", str(tmp_path / "r.html")])
     assert res.exit_code == 0, res.output
     page = (tmp_path / "r.html").read_text()
-    assert page.count("<tr>") == 3 and "meg [use_familiarity=false]" in page
+    assert page.count("<tr>") == 3 and "meg [gate.enabled=false]" in page
     assert "data:image/png;base64," in page
 
 
@@ -212,7 +212,7 @@ def test_report_pairs_ablations_with_their_own_reference(tmp_path):
     (tmp_path / "cand").mkdir()
     for d in ("ref", "cand"):
         _result(tmp_path / d / "a.json", "meg", 0.99, 0.9)
-        _result(tmp_path / d / "b.json", "meg", 0.99, 0.6, overrides=["use_familiarity=false"])
+        _result(tmp_path / d / "b.json", "meg", 0.99, 0.6, overrides=["gate.enabled=false"])
     ok = runner.invoke(app, ["report", "--baseline", str(tmp_path / "ref"), "--candidate", str(tmp_path / "cand")])
     assert ok.exit_code == 0, ok.output
 
@@ -263,12 +263,12 @@ def test_plot_writes_one_png_per_suite(tmp_path):
 
 def test_compare_piped_keeps_whole_labels_and_rows(tmp_path):
     """Piped into a CI log, `kebench compare` shows every label whole (rich would read a lower-case
-    `[familiarity=similarity]` as markup) and cuts no column to the console's width."""
-    _result(tmp_path / "a.json", "meg", 0.99, 0.9, overrides=["familiarity=similarity"])
+    `[gate.kind=similarity]` as markup) and cuts no column to the console's width."""
+    _result(tmp_path / "a.json", "meg", 0.99, 0.9, overrides=["gate.kind=similarity"])
     _result(tmp_path / "b.json", "alphaedit", 0.9, 0.8, overrides=["L2=1"])
     proc = _kebench("compare", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
-    assert "meg [familiarity=similarity]" in proc.stdout and "alphaedit [L2=1]" in proc.stdout, proc.stdout
+    assert "meg [gate.kind=similarity]" in proc.stdout and "alphaedit [L2=1]" in proc.stdout, proc.stdout
     assert "…" not in proc.stdout and "efficacy" in proc.stdout and "neighbourhood" in proc.stdout, proc.stdout
 
 
@@ -281,10 +281,10 @@ def test_compare_in_a_terminal_escapes_every_cell(tmp_path, monkeypatch):
 
     screen = io.StringIO()
     monkeypatch.setattr(kebench.cli, "console", Console(file=screen, force_terminal=True, width=220, color_system=None))
-    _result(tmp_path / "a.json", "meg", 0.99, 0.9, overrides=["familiarity=similarity"])
+    _result(tmp_path / "a.json", "meg", 0.99, 0.9, overrides=["gate.kind=similarity"])
     res = runner.invoke(app, ["compare", str(tmp_path)])
     assert res.exit_code == 0, res.output
-    assert "meg [familiarity=similarity]" in screen.getvalue(), screen.getvalue()
+    assert "meg [gate.kind=similarity]" in screen.getvalue(), screen.getvalue()
 
 
 def _kebench_env(args, **env):
@@ -335,3 +335,25 @@ def test_unknown_filter_and_a_filter_the_suite_cannot_take_are_one_line(tmp_path
         proc = _kebench("run", "--editor", "none", "--scale", "2", "--no-general", *args, "--out", str(tmp_path / "r.json"))
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_model_without_settings_and_an_unknown_setting_are_one_line_with_status_2():
+    """Through the installed script: the per-model files are listed, and a section's setting is named in full."""
+    proc = _kebench("run", "--editor", "memit", "--model", "mistralai/Mistral-7B-v0.1", "--scale", "2")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "no settings for model 'mistralai/Mistral-7B-v0.1'" in lines[0] and "smollm2-135m.yaml" in lines[0]
+    proc = _kebench("run", "--editor", "meg", "--hparam", "gate.bogus=1", "--scale", "2")
+    assert proc.returncode == 2 and "unknown hyperparameter(s) gate.bogus" in proc.stderr and "gate.alpha" in proc.stderr
+
+
+def test_hparams_file_gives_a_model_without_settings_its_own(tmp_path):
+    """A model kebench has no file for runs with the user's own settings (--hparams-file); a missing one is one line."""
+    from kebench.editor import EDITORS
+
+    own = tmp_path / "mine.yaml"
+    own.write_text("layers: [3]\nL2: 2.0\n")
+    hp = EDITORS.get("alphaedit").default_hparams("mistralai/Mistral-7B-v0.1", settings_file=str(own))
+    assert hp.layers == (3,) and hp.L2 == 2.0
+    proc = _kebench("run", "--editor", "alphaedit", "--hparams-file", str(tmp_path / "absent.yaml"), "--scale", "2")
+    assert proc.returncode == 2 and "--hparams-file" in proc.stderr and "Traceback" not in proc.stderr

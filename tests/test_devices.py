@@ -9,6 +9,7 @@ bfloat16) run as well (`benchmarks/gpu_runs.sh` does so before its reference run
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -57,8 +58,14 @@ def test_editor_runs_on_device(editor, device, dtype, folders, tmp_path, monkeyp
         pytest.skip("bf16 on CPU per editor: tests/editors/test_bfloat16.py")
     monkeypatch.setenv("KEBENCH_CACHE", str(tmp_path / "cache"))
     overrides = OVERRIDES[editor] + ((f"encoder={folders / 'bert'}",) if editor == "meg" else ())
+    # a model kebench has no settings file for: its settings come from one of the test's own (--hparams-file),
+    # which starts from the default model's and --hparam overrides single ones
+    own = None
+    if editor != "none":  # `none` has no settings
+        own = tmp_path / "settings.yaml"
+        own.write_text((Path(__file__).resolve().parents[1] / "editors" / editor / "configs" / "smollm2-135m.yaml").read_text())
     cfg = RunConfig(editor=editor, dataset="counterfact", scale=4, general=False, model=str(folders / "llama"), device=device,
-                    dtype=dtype, hparam_overrides=overrides)
+                    dtype=dtype, hparam_overrides=overrides, hparams_file=own and str(own))
     out = tmp_path / "r.json"
     Run(cfg, out).execute()
     saved = json.loads(out.read_text())

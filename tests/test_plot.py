@@ -26,7 +26,7 @@ RUNS = [
     _run("memit", 1000, device="NVIDIA H200"),
     _run("alphaedit", 100), _run("alphaedit", 1000),
     _run("meg", 100), _run("meg", 1000),
-    _run("meg", 1000, overrides=["familiarity=similarity"]), _run("meg", 1000, overrides=["generator=knn"]),
+    _run("meg", 1000, overrides=["gate.kind=similarity"]), _run("meg", 1000, overrides=["generator.kind=knn"]),
     _run("alphaedit", 1000, overrides=["L2=1"]),
     _run("none", 100),
 ]
@@ -49,7 +49,7 @@ def test_default_runs_get_a_colour_per_editor_and_a_line_style_per_mode_and_devi
 def test_ablations_go_to_a_figure_of_their_own_beside_their_editors_defaults():
     series = scaling_series(RUNS)
     ablations = [s for s in series if s.figure == "ablations" and not s.reference]
-    assert {s.variant for s in ablations} == {"meg [familiarity=similarity]", "meg [generator=knn]", "alphaedit [L2=1]"}
+    assert {s.variant for s in ablations} == {"meg [gate.kind=similarity]", "meg [generator.kind=knn]", "alphaedit [L2=1]"}
     assert len({s.color for s in ablations}) == 3
     references = {s.editor for s in series if s.figure == "ablations" and s.reference}
     assert references == {"meg", "alphaedit"}  # memit has no ablation: not drawn there

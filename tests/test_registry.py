@@ -26,22 +26,39 @@ def test_duplicate_name_rejected():
         reg.register("a", 2)
 
 
-def test_builtin_editors_need_no_package_metadata(monkeypatch):
-    """A checkout run as `python -m kebench` without `pip install` has no entry points: built-ins still resolve."""
-    import importlib.metadata
+def _plugin(tmp_path, monkeypatch, name: str, ref: str) -> None:
+    """An installed distribution (a .dist-info folder on sys.path) declaring editor `name` = `ref`."""
+    dist = tmp_path / "kebench_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: kebench-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[kebench.editors]\n{name} = {ref}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
 
-    from kebench.editor import EDITORS
 
-    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **_: [])
-    reg: Registry[type] = Registry("editor", entry_point_group="kebench.editors", builtins=EDITORS.builtins)
-    assert reg.names() == ["alphaedit", "ft", "meg", "memit", "none"]
-    assert reg.get("ft").name == "ft" and reg.get("memit") is EDITORS.get("memit")
+def test_builtin_editors_arrive_through_the_entry_point_group_like_any_plugin(tmp_path, monkeypatch):
+    """No table in code: kebench's own editors are the "kebench.editors" entry points its pyproject declares,
+    and a third-party package's editor arrives the same way."""
+    import tomllib
+    from importlib.metadata import entry_points
+    from pathlib import Path
+
+    declared = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    builtin = declared["project"]["entry-points"]["kebench.editors"]
+    installed = {ep.name: ep.value for ep in entry_points(group="kebench.editors")}
+    assert builtin.items() <= installed.items()  # the install CI made carries them
+    (tmp_path / "my_editor.py").write_text(
+        "from editors.none import NoneEditor\n\nclass MyEditor(NoneEditor):\n    name = 'mine'\n")
+    _plugin(tmp_path, monkeypatch, "mine", "my_editor:MyEditor")
+    reg: Registry[type] = Registry("editor", entry_point_group="kebench.editors")
+    assert set(reg.names()) == set(builtin) | {"mine"}
+    assert reg.get("mine").name == "mine" and reg.get("memit").name == "memit"
     with pytest.raises(ConfigError, match="did you mean 'memit'"):
         reg.get("memt")
 
 
-def test_builtin_reference_that_does_not_import_is_an_error_on_use_only():
-    reg: Registry[int] = Registry("widget", builtins={"ghost": "no_such_module_xyz:Thing"})
+def test_an_entry_point_that_does_not_import_is_an_error_on_use_only(tmp_path, monkeypatch):
+    _plugin(tmp_path, monkeypatch, "ghost", "no_such_module_xyz:Thing")
+    reg: Registry[type] = Registry("editor", entry_point_group="kebench.editors")
     assert "ghost" in reg
     with pytest.raises(ModuleNotFoundError):
         reg.get("ghost")

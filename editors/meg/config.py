@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kebench.editor import HParams
 from kebench.errors import ConfigError
@@ -29,55 +29,20 @@ DEFAULT_CONTEXT_PREFIXES: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
-class MeGHParams(HParams):
-    """Settings of every MeG stage (MEG.md §3-§7), with the ablation switches."""
+class FittingSettings:
+    """Stage 3: one dynamic neuron fitted per edit (MeG's "neuron" stage; docs/MEG.md §3)."""
 
-    # dynamic neuron (stage 3) ------------------------------------------------------------
-    layer: int = -1  # MLP the neuron is hooked on; -1 = int(0.44 · n_layers), Llama-3's 14/32 (MEG.md §11)
-    activation: str = "linear"  # linear v·(kᵀh) | silu/gelu/gelu_new/relu v·act(kᵀh+b)
-    fit_lr: float = 0.1  # Adam
-    fit_max_steps: int = 100
-    fit_nll_threshold: float = 0.1  # converged: argmax = target everywhere and mean NLL below this
-    fit_batch_size: int = 64  # edits fitted together in one forward/backward
-    fit_seed: int = 42  # the shared init of every neuron (official: set_seed(42))
-    fit_cache: bool = True  # reuse fitted neuron chunks and trained generators from $KEBENCH_CACHE/fits (exact keys; kebench.fit_cache)
+    lr: float = 0.1  # Adam
+    max_steps: int = 100
+    nll_threshold: float = 0.1  # converged: argmax = target everywhere and mean NLL below this
+    batch_size: int = 64  # edits fitted together in one forward/backward
+    seed: int = 42  # the shared init of every neuron (official: set_seed(42))
+    cache: bool = True  # reuse fitted neuron chunks and trained generators from $KEBENCH_CACHE/fits (exact keys; kebench.fit_cache)
     # extra fitting rows, prefix + prompt: fixed generic contexts (never evaluation paraphrases).
     # On 32 CounterFact edits they raised paraphrase efficacy of the fitted neuron 0.22 -> 0.41 (layer 13)
     # at 4x the fitting rows; () turns them off.
     context_prefixes: tuple[str, ...] = DEFAULT_CONTEXT_PREFIXES
-
-    # disjoint training pool (encoder pairs, familiarity negatives) -----------------------
-    # the suite whose training pool (kebench.suites.Suite.pool) MeG trains on. A run defaults to the pool of the
-    # suite it edits (MeGEditor.default_hparams): CounterFact's for the CounterFact suites, MQuAKE and zsre-all,
-    # zsRE's for zsre, zsre-knowedit and zsre-full; "counterfact" where no suite is given
-    pool: str = "counterfact"
-
-    # query encoder (stage 1) --------------------------------------------------------------
-    encoder: str = "default"  # folder or hub id; default = embedded all-MiniLM-L6-v2
-    encoder_pooling: str = "auto"  # mean | cls | auto (sentence-transformers config, else cls)
-    encoder_pairs: int = 2000  # (prompt, paraphrase) pairs from the pool
-    encoder_steps: int = 100  # 0 = use the pretrained encoder as is
-    encoder_batch_size: int = 128
-    encoder_lr: float = 1e-4
-    encoder_temperature: float = 0.05
-    encoder_cache: bool = True
-
-    # familiarity gate (stage 2) -----------------------------------------------------------
-    use_familiarity: bool = True  # False: always fire (ablation)
-    familiarity: str = "auto"  # net: the paper's fake-class MLP, entropy < τ | similarity: 1 − max cosine to the edit queries < τ | auto: gate_for()
-    familiarity_auto_threshold: int = 1000  # auto: the net below this many edits, the similarity gate from it
-    familiarity_classes: int = 10
-    familiarity_hidden: int = 1024
-    familiarity_blocks: int = 2
-    familiarity_steps: int = 400
-    familiarity_lr: float = 1e-3
-    familiarity_negatives: int = 1000  # unrelated queries for training (as many again held out for τ)
-    familiarity_negative_weight: float = 1.0
-    familiarity_noise: float = 0.0
-    familiarity_alpha: float = 0.05  # τ: largest with held-out false-fire rate ≤ α
-    familiarity_tau: float | None = None  # set to override the calibrated τ
-
-    # neuron code (MEG.md §10.4): the fitted neurons of the default model have a flat spectrum (64 of 192
+    # neuron code (docs/MEG.md §10.4): the fitted neurons of the default model have a flat spectrum (64 of 192
     # principal components keep 73% of their standardised variance; rebuilt from 64 they make 84% of their
     # edits, from 96 98%), so the neurons are fitted inside a fixed subspace: the leading `code_size`
     # directions of `code_pilot` freely fitted neurons. Fitted there, 64 test edits converged 100% (median
@@ -86,35 +51,131 @@ class MeGHParams(HParams):
     code_pilot: int = 256  # edits fitted freely to find the subspace (the run's first ones)
     code_lr: float = 0.3  # Adam on the code (whitened units)
 
-    # generator (stage 4) -----------------------------------------------------------------
-    generator: str = "diffusion"  # diffusion | knn (lookup upper bound) | oracle (subject routing, upper bound)
+    def __post_init__(self) -> None:
+        if self.max_steps < 0 or self.batch_size < 1:
+            raise ConfigError("fitting.max_steps must be >= 0 and fitting.batch_size >= 1")
+        if self.code_size < 0 or self.code_pilot < 2:
+            raise ConfigError("fitting.code_size must be >= 0 (0 = no code) and fitting.code_pilot >= 2")
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """Stage 1: the query encoder, tuned contrastively on (prompt, paraphrase) pairs of the training pool."""
+
+    model: str = "default"  # folder or hub id; default = embedded all-MiniLM-L6-v2
+    pooling: str = "auto"  # mean | cls | auto (sentence-transformers config, else cls)
+    pairs: int = 2000  # (prompt, paraphrase) pairs from the pool
+    steps: int = 100  # 0 = use the pretrained encoder as is
+    batch_size: int = 128
+    lr: float = 1e-4
+    temperature: float = 0.05
+    cache: bool = True
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """Stage 2: the familiarity gate deciding whether the neuron fires for a query."""
+
+    enabled: bool = True  # False: always fire (ablation)
+    kind: str = "auto"  # net: the paper's fake-class MLP, entropy < τ | similarity: 1 − max cosine to the edit queries < τ | auto: MeGHParams.gate_for()
+    auto_threshold: int = 1000  # auto: the net below this many edits, the similarity gate from it
+    classes: int = 10
+    hidden: int = 1024
+    blocks: int = 2
+    steps: int = 400
+    lr: float = 1e-3
+    negatives: int = 1000  # unrelated queries for training (as many again held out for τ)
+    negative_weight: float = 1.0
+    noise: float = 0.0
+    alpha: float = 0.05  # τ: largest with held-out false-fire rate ≤ α
+    tau: float | None = None  # set to override the calibrated τ
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("net", "similarity", "auto"):
+            raise ConfigError(f"unknown familiarity gate {self.kind!r}; use gate.kind=net, similarity or auto")
+        if not 0 <= self.alpha < 1:
+            raise ConfigError(f"gate.alpha must be in [0, 1), got {self.alpha}")
+
+
+@dataclass(frozen=True)
+class GeneratorSettings:
+    """Stage 4: the conditional diffusion model generating a neuron (code) from the query."""
+
+    kind: str = "diffusion"  # diffusion | knn (lookup upper bound) | oracle (subject routing, upper bound)
     augment_prefixes: tuple[str, ...] = DEFAULT_AUGMENT_PREFIXES
     train_on_failed: bool = True  # keep non-converged neurons as generator targets (reported either way)
     denoiser: str = "mlp"  # mlp: residual MLP with adaLN (CPU) | dit: the paper's patch DiT (GPU)
-    denoiser_width: int = 0  # 0 = the narrowest with >= denoiser_ratio × edits × code size parameters (mlp)
-    denoiser_depth: int = 4
-    denoiser_ratio: float = 4.0  # parameters per number the generator must reproduce (edits × code size)
-    denoiser_patch: int = 32  # dit only
-    denoiser_heads: int = 4  # dit only
-    diffusion_visits: int = 600  # training samples per edit (the schedule's length follows the edit count)
-    diffusion_steps: int = 0  # set to override the visits budget
-    diffusion_batch_size: int = 256
-    diffusion_lr: float = 1e-3
+    width: int = 0  # 0 = the narrowest with >= ratio × edits × code size parameters (mlp)
+    depth: int = 4
+    ratio: float = 4.0  # parameters per number the generator must reproduce (edits × code size)
+    patch: int = 32  # dit only
+    heads: int = 4  # dit only
+    visits: int = 600  # training samples per edit (the schedule's length follows the edit count)
+    steps: int = 0  # set to override the visits budget
+    batch_size: int = 256
+    lr: float = 1e-3
     # x0 | v. At 1,000 CounterFact edits x0 wins: generated neurons at median relative error 0.107 vs 0.471,
     # 99.9% vs 95.3% efficacy without the gate, Score 80.9 vs 78.7 (paraphrase 87.5 vs 79.5)
-    diffusion_prediction: str = "x0"
-    diffusion_ema: float = 0.0
-    diffusion_sample_steps: int = 10
-    diffusion_select_every: int = 0  # 0 = five reconstruction checks over the schedule; the best is kept
+    prediction: str = "x0"
+    ema: float = 0.0
+    sample_steps: int = 10
+    select_every: int = 0  # 0 = five reconstruction checks over the schedule; the best is kept
     # paraphrase robustness: train on conditions moved by noise of norm up to this × the median relative distance
     # between a pool prompt's embedding and its paraphrase's (`paraphrase_distance_median` in the stats); 0 = off
-    diffusion_cond_noise: float = 0.0
+    cond_noise: float = 0.0
 
-    # misc ---------------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        check_generator(self.kind)
+        if self.denoiser not in DENOISERS:
+            raise ConfigError(f"unknown MeG denoiser {self.denoiser!r}; use one of {', '.join(DENOISERS)}")
+        if self.prediction not in ("x0", "v"):
+            raise ConfigError(f"generator.prediction must be x0 or v, got {self.prediction!r}")
+        if self.cond_noise < 0:
+            raise ConfigError(f"generator.cond_noise must be >= 0, got {self.cond_noise}")
+
+
+# The flat names of the settings before they were grouped (results files and job lines of that time):
+# "<prefix>_<name>" -> "<section>.<name>", and whole names that moved.
+_FORMER_PREFIXES = (("fit_", "fitting."), ("encoder_", "encoder."), ("familiarity_", "gate."),
+                    ("denoiser_", "generator."), ("diffusion_", "generator."))
+_FORMER_NAMES = {
+    "context_prefixes": "fitting.context_prefixes", "code_size": "fitting.code_size",
+    "code_pilot": "fitting.code_pilot", "code_lr": "fitting.code_lr", "encoder": "encoder.model",
+    "use_familiarity": "gate.enabled", "familiarity": "gate.kind", "generator": "generator.kind",
+    "augment_prefixes": "generator.augment_prefixes", "train_on_failed": "generator.train_on_failed",
+    "denoiser": "generator.denoiser", "denoiser_width": "generator.width", "diffusion_steps": "generator.steps",
+}
+
+
+@dataclass(frozen=True)
+class MeGHParams(HParams):
+    """Settings of every MeG stage (docs/MEG.md §3-§7) in sections, with the ablation switches."""
+
+    layer: int = -1  # MLP the neuron is hooked on; -1 = int(0.44 · n_layers), Llama-3's 14/32 (docs/MEG.md §11)
+    activation: str = "linear"  # linear v·(kᵀh) | silu/gelu/gelu_new/relu v·act(kᵀh+b)
+    # the suite whose training pool (kebench.suites.Suite.pool) MeG trains on (encoder pairs, familiarity
+    # negatives; disjoint from the edits). A run defaults to the pool of the suite it edits
+    # (MeGEditor.default_hparams): CounterFact's for the CounterFact suites, MQuAKE and zsre-all, zsRE's for
+    # zsre, zsre-knowedit and zsre-full; "counterfact" where no suite is given
+    pool: str = "counterfact"
+    fitting: FittingSettings = field(default_factory=FittingSettings)
+    encoder: EncoderSettings = field(default_factory=EncoderSettings)
+    gate: GateSettings = field(default_factory=GateSettings)
+    generator: GeneratorSettings = field(default_factory=GeneratorSettings)
     seed: int = 0
     small_net_threads: int = 1  # CPU threads for the small nets (intra-op threading only slows them)
     encode_batch_size: int = 128
     self_check: bool = True  # score the generated neurons on the requests after training
+
+    @classmethod
+    def renamed(cls, key: str) -> str | None:
+        """The current name of a setting's former flat name (`familiarity_alpha` -> `gate.alpha`), else None."""
+        if key in _FORMER_NAMES:
+            return _FORMER_NAMES[key]
+        for prefix, section in _FORMER_PREFIXES:
+            if key.startswith(prefix):
+                return section + key[len(prefix):]
+        return None
 
     def layer_for(self, num_layers: int) -> int:
         """The neuron's layer for a model with `num_layers` blocks (resolving -1 = auto)."""
@@ -124,32 +185,18 @@ class MeGHParams(HParams):
         return layer
 
     def diffusion_schedule(self, n_edits: int) -> int:
-        """Training steps: `diffusion_visits` samples per edit in batches of `diffusion_batch_size`."""
-        return self.diffusion_steps or max(100, -(-self.diffusion_visits * n_edits // self.diffusion_batch_size))
+        """Training steps: `generator.visits` samples per edit in batches of `generator.batch_size`."""
+        g = self.generator
+        return g.steps or max(100, -(-g.visits * n_edits // g.batch_size))
 
     def gate_for(self, n_edits: int) -> str:
-        """The familiarity gate for `n_edits` edits: `familiarity`, or with `auto` the one measured best at that
+        """The familiarity gate for `n_edits` edits: `gate.kind`, or with `auto` the one measured best at that
         scale (CounterFact, SmolLM2: the fake-class net at 100 edits, Score 74.5 vs 72.8; the similarity gate at
         1,000, 71.5 vs 62.9, and at 10,000)."""
-        if self.familiarity != "auto":
-            return self.familiarity
-        return "net" if n_edits < self.familiarity_auto_threshold else "similarity"
+        if self.gate.kind != "auto":
+            return self.gate.kind
+        return "net" if n_edits < self.gate.auto_threshold else "similarity"
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"unknown MeG activation {self.activation!r}; use one of {', '.join(ACTIVATIONS)}")
-        check_generator(self.generator)
-        if self.fit_max_steps < 0 or self.fit_batch_size < 1:
-            raise ConfigError("fit_max_steps must be >= 0 and fit_batch_size >= 1")
-        if self.familiarity not in ("net", "similarity", "auto"):
-            raise ConfigError(f"unknown familiarity gate {self.familiarity!r}; use net, similarity or auto")
-        if self.denoiser not in DENOISERS:
-            raise ConfigError(f"unknown MeG denoiser {self.denoiser!r}; use one of {', '.join(DENOISERS)}")
-        if self.diffusion_prediction not in ("x0", "v"):
-            raise ConfigError(f"diffusion_prediction must be x0 or v, got {self.diffusion_prediction!r}")
-        if self.code_size < 0 or self.code_pilot < 2:
-            raise ConfigError("code_size must be >= 0 (0 = no code) and code_pilot >= 2")
-        if self.diffusion_cond_noise < 0:
-            raise ConfigError(f"diffusion_cond_noise must be >= 0, got {self.diffusion_cond_noise}")
-        if not 0 <= self.familiarity_alpha < 1:
-            raise ConfigError(f"familiarity_alpha must be in [0, 1), got {self.familiarity_alpha}")

@@ -78,10 +78,10 @@ class MeGEditor(Editor):
     hparams: MeGHParams
 
     @classmethod
-    def default_hparams(cls, model_name: str, suite: Suite | None = None) -> MeGHParams:
+    def default_hparams(cls, model_name: str, suite: Suite | None = None, settings_file: str | None = None) -> MeGHParams:
         """The model's defaults, training on the pool of the suite the run edits (`Suite.pool`; `--hparam pool=`
         names another suite's). Without a suite, or for a suite without a pool, `pool` keeps its default."""
-        hp = super().default_hparams(model_name)
+        hp = super().default_hparams(model_name, settings_file=settings_file)
         if suite is not None and suite.pool is not None:
             hp = dataclasses.replace(hp, pool=suite.pool.name)
         return hp
@@ -96,7 +96,7 @@ class MeGEditor(Editor):
         phase = Timer()
         spec = NeuronSpec(lm.adapter.hidden_size, hp.activation)
         stats: dict[str, Any] = {
-            "n_edits": len(requests), "layer": layer, "neuron_size": spec.size, "generator": hp.generator,
+            "n_edits": len(requests), "layer": layer, "neuron_size": spec.size, "generator": hp.generator.kind,
         }
 
         with phase("fit"):
@@ -111,18 +111,18 @@ class MeGEditor(Editor):
         stats["pool_records"], stats["pool_exclusion"] = len(pool), scope
 
         with phase("encoder"):
-            encoder = QueryEncoder.from_pretrained(hp.encoder, hp.encoder_pooling, device=lm.device)
+            encoder = QueryEncoder.from_pretrained(hp.encoder.model, hp.encoder.pooling, device=lm.device)
             settings = ContrastiveSettings(
-                steps=hp.encoder_steps, batch_size=hp.encoder_batch_size, lr=hp.encoder_lr,
-                temperature=hp.encoder_temperature, seed=hp.seed,
+                steps=hp.encoder.steps, batch_size=hp.encoder.batch_size, lr=hp.encoder.lr,
+                temperature=hp.encoder.temperature, seed=hp.seed,
             )
-            pairs = contrastive_pairs(pool, hp.encoder_pairs, hp.seed)
-            stats.update(tuned_encoder(encoder, pairs, settings, hp.encoder_cache))
+            pairs = contrastive_pairs(pool, hp.encoder.pairs, hp.seed)
+            stats.update(tuned_encoder(encoder, pairs, settings, hp.encoder.cache))
 
         with phase("conditions"):
             queries = [r.text for r in requests]
-            aug_texts = [p + q for q in queries for p in hp.augment_prefixes]
-            aug_edit = [e for e in range(len(queries)) for _ in hp.augment_prefixes]
+            aug_texts = [p + q for q in queries for p in hp.generator.augment_prefixes]
+            aug_edit = [e for e in range(len(queries)) for _ in hp.generator.augment_prefixes]
             emb_q = encoder.encode(queries, hp.encode_batch_size)
             emb_aug = encoder.encode(aug_texts, hp.encode_batch_size)
             cond = torch.cat([emb_q, emb_aug])
@@ -136,10 +136,10 @@ class MeGEditor(Editor):
         stats["paraphrase_distance_median"] = para_dist
 
         familiarity, tau = None, None
-        if hp.use_familiarity:
+        if hp.gate.enabled:
             with phase("familiarity"):
-                negatives = unrelated_queries(train_recs, requests, hp.familiarity_negatives, hp.seed)
-                heldout = unrelated_queries(held_recs, requests, hp.familiarity_negatives, hp.seed + 1)
+                negatives = unrelated_queries(train_recs, requests, hp.gate.negatives, hp.seed)
+                heldout = unrelated_queries(held_recs, requests, hp.gate.negatives, hp.seed + 1)
                 emb_neg = encoder.encode(negatives, hp.encode_batch_size)
                 emb_held = encoder.encode(heldout, hp.encode_batch_size)
                 with _threads(hp.small_net_threads, lm.device):
@@ -149,12 +149,12 @@ class MeGEditor(Editor):
             stats.update(fam_stats)
 
         with phase("generator"), _threads(hp.small_net_threads, lm.device):
-            keep = torch.ones(len(requests), dtype=torch.bool) if hp.train_on_failed else fit.converged
+            keep = torch.ones(len(requests), dtype=torch.bool) if hp.generator.train_on_failed else fit.converged
             if not keep.any():
-                raise ConfigError("no neuron converged and train_on_failed is off; raise fit_max_steps or fit_lr")
+                raise ConfigError("no neuron converged and generator.train_on_failed is off; raise fitting.max_steps or fitting.lr")
             rows = keep[cond_edit]
             generator, gen_stats = self._generator(
-                fit.vectors, code, cond[rows], cond_edit[rows], requests, lm.device, hp.diffusion_cond_noise * para_dist
+                fit.vectors, code, cond[rows], cond_edit[rows], requests, lm.device, hp.generator.cond_noise * para_dist
             )
             stats.update(gen_stats)
 
@@ -174,19 +174,19 @@ class MeGEditor(Editor):
         """Fit one neuron per edit. With a code (code_size > 0): the first `code_pilot` edits freely, the leading
         directions of their standardised neurons as the code, then every edit inside that subspace."""
         hp = self.hparams
-        cache = FitCache("meg_neurons", exact_checksum(lm.model), lm.device.type) if hp.fit_cache else None
-        options = dict(max_steps=hp.fit_max_steps, nll_threshold=hp.fit_nll_threshold, batch_size=hp.fit_batch_size,
-                       context_prefixes=hp.context_prefixes, seed=hp.fit_seed, cache=cache)
-        if hp.code_size == 0:
-            fit = fit_neurons(lm, requests, spec, layer, lr=hp.fit_lr, **options)
+        cache = FitCache("meg_neurons", exact_checksum(lm.model), lm.device.type) if hp.fitting.cache else None
+        options = dict(max_steps=hp.fitting.max_steps, nll_threshold=hp.fitting.nll_threshold, batch_size=hp.fitting.batch_size,
+                       context_prefixes=hp.fitting.context_prefixes, seed=hp.fitting.seed, cache=cache)
+        if hp.fitting.code_size == 0:
+            fit = fit_neurons(lm, requests, spec, layer, lr=hp.fitting.lr, **options)
             code = NeuronCode.pca(fit.vectors, spec.size)
         else:
-            pilot = fit_neurons(lm, requests[: hp.code_pilot], spec, layer, lr=hp.fit_lr, **options)
-            code = NeuronCode.pca(pilot.vectors, hp.code_size)
+            pilot = fit_neurons(lm, requests[: hp.fitting.code_pilot], spec, layer, lr=hp.fitting.lr, **options)
+            code = NeuronCode.pca(pilot.vectors, hp.fitting.code_size)
             if len(requests) == len(pilot.vectors) and code.size == len(pilot.vectors) - 1:
                 fit = pilot  # the code spans these neurons exactly: fitting them again inside it changes nothing
             else:
-                fit = fit_neurons(lm, requests, spec, layer, lr=hp.code_lr, code=code, **options)
+                fit = fit_neurons(lm, requests, spec, layer, lr=hp.fitting.code_lr, code=code, **options)
                 fit.seconds += pilot.seconds
             stats.update({
                 "code_pilot_edits": len(pilot.vectors), "code_pilot_energy": code.energy(pilot.vectors),
@@ -219,20 +219,20 @@ class MeGEditor(Editor):
         if kind == "similarity":
             gate, stats = SimilarityGate(cond).to(device), {}
         else:
-            gate = FamiliarityNet(dim, hp.familiarity_classes, hp.familiarity_hidden, hp.familiarity_blocks).to(device)
+            gate = FamiliarityNet(dim, hp.gate.classes, hp.gate.hidden, hp.gate.blocks).to(device)
             torch.manual_seed(hp.seed)
-            labels = fake_classes(n_edits, hp.familiarity_classes, hp.seed)[cond_edit]
+            labels = fake_classes(n_edits, hp.gate.classes, hp.seed)[cond_edit]
             stats = train_familiarity(
-                gate, cond, labels, emb_neg, steps=hp.familiarity_steps, lr=hp.familiarity_lr,
-                negative_weight=hp.familiarity_negative_weight, noise=hp.familiarity_noise, seed=hp.seed,
+                gate, cond, labels, emb_neg, steps=hp.gate.steps, lr=hp.gate.lr,
+                negative_weight=hp.gate.negative_weight, noise=hp.gate.noise, seed=hp.seed,
             )
         h_held = gate.score(emb_held)
-        tau = hp.familiarity_tau if hp.familiarity_tau is not None else calibrate_tau(h_held, hp.familiarity_alpha)
+        tau = hp.gate.tau if hp.gate.tau is not None else calibrate_tau(h_held, hp.gate.alpha)
         h_q, h_aug = gate.score(emb_q), gate.score(emb_aug)
         half = len(emb_held) // 2
         stats.update({
             "tau": tau,
-            "tau_calibrated": hp.familiarity_tau is None,
+            "tau_calibrated": hp.gate.tau is None,
             "fire_rate_requests": _rate(h_q < tau),
             "fire_rate_augmented": _rate(h_aug < tau),
             "false_fire_heldout": _rate(h_held < tau),
@@ -243,7 +243,7 @@ class MeGEditor(Editor):
             "tradeoff": tradeoff(torch.cat([h_q, h_aug]), h_held),
         })
         if kind == "net":
-            stats["entropy_max"] = float(torch.log(torch.tensor(float(hp.familiarity_classes))))
+            stats["entropy_max"] = float(torch.log(torch.tensor(float(hp.gate.classes))))
         return gate, tau, stats
 
     def _generator(
@@ -258,24 +258,24 @@ class MeGEditor(Editor):
     ) -> tuple[NeuronGenerator, dict[str, Any]]:
         """Diffusion over the neuron code (trained here), or the lookup / subject-oracle upper bounds."""
         hp = self.hparams
-        if hp.generator == "knn":
+        if hp.generator.kind == "knn":
             return KnnGenerator(cond, cond_edit, vectors), {}
-        if hp.generator == "oracle":
+        if hp.generator.kind == "oracle":
             return SubjectOracle(cond, cond_edit, vectors, [r.subject for r in requests]), {}
         n = len(requests)
-        width = hp.denoiser_width or (
-            mlp_width(n, code.size, cond.shape[1], hp.denoiser_depth, hp.denoiser_ratio) if hp.denoiser == "mlp" else 768
+        width = hp.generator.width or (
+            mlp_width(n, code.size, cond.shape[1], hp.generator.depth, hp.generator.ratio) if hp.generator.denoiser == "mlp" else 768
         )
-        cfg = DenoiserConfig(hp.denoiser, code.size, cond.shape[1], width=width, depth=hp.denoiser_depth,
-                             patch=hp.denoiser_patch, heads=hp.denoiser_heads)
+        cfg = DenoiserConfig(hp.generator.denoiser, code.size, cond.shape[1], width=width, depth=hp.generator.depth,
+                             patch=hp.generator.patch, heads=hp.generator.heads)
         steps = hp.diffusion_schedule(n)
         settings = DiffusionSettings(
-            steps=steps, batch_size=hp.diffusion_batch_size, lr=hp.diffusion_lr, ema=hp.diffusion_ema,
-            prediction=hp.diffusion_prediction, sample_steps=hp.diffusion_sample_steps, seed=hp.seed,
-            cond_noise=cond_noise, select_every=hp.diffusion_select_every or max(1, steps // 5),
+            steps=steps, batch_size=hp.generator.batch_size, lr=hp.generator.lr, ema=hp.generator.ema,
+            prediction=hp.generator.prediction, sample_steps=hp.generator.sample_steps, seed=hp.seed,
+            cond_noise=cond_noise, select_every=hp.generator.select_every or max(1, steps // 5),
         )
         model = DiffusionGenerator(cfg, settings, code).to(device)
-        cache = FitCache("meg_generator", "any-model", device.type) if hp.fit_cache else None
+        cache = FitCache("meg_generator", "any-model", device.type) if hp.fitting.cache else None
         key = found = None
         if cache is not None:  # the training pairs, the code and the settings determine the trained denoiser
             tensors = {"vectors": vectors, "conditions": cond, "condition_edit": cond_edit,
@@ -296,7 +296,7 @@ class MeGEditor(Editor):
                 cache.save(key, model.state_dict(), {"config": model.config(), "stats": stats})
         stats["diffusion_params"] = count_parameters(model.model)
         stats["diffusion_params_per_number"] = stats["diffusion_params"] / (n * code.size)
-        stats["diffusion_visits_per_edit"] = steps * hp.diffusion_batch_size / n
+        stats["diffusion_visits_per_edit"] = steps * hp.generator.batch_size / n
         return DiffusionNeurons(model), stats
 
     def _self_check(
@@ -353,7 +353,7 @@ class MeGEditor(Editor):
                 {"kind": "similarity", "dim": fam.dim} if isinstance(fam, SimilarityGate) else
                 {"kind": "net", "dim": fam.dim, "classes": fam.classes, "hidden": fam.hidden, "blocks": fam.n_blocks}
             ),
-            "generator": self.hparams.generator,
+            "generator": self.hparams.generator.kind,
             "stats": handle.stats,
         }
         atomic_save_safetensors(path / "encoder_head.safetensors", enc.head_state())

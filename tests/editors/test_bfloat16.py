@@ -55,7 +55,7 @@ def test_weight_editors_edit_a_bf16_model_and_restore_it_bit_exact(make, bf16_lm
 def test_meg_edits_a_bf16_model_through_its_neuron_hook(bf16_lm, encoder_dir):
     cases = load_cases("counterfact")[:4]
     original = exact_checksum(bf16_lm.model)
-    handle = MeGEditor(small(encoder_dir, generator="knn", familiarity_alpha=0.0)).apply(bf16_lm, [c.request for c in cases])
+    handle = MeGEditor(small(encoder_dir, generator={"kind": "knn"}, gate={"alpha": 0.0})).apply(bf16_lm, [c.request for c in cases])
     assert handle.stats["oracle_efficacy"] == 1.0 and handle.stats["generated_efficacy"] == 1.0
     handle.restore()
     assert exact_checksum(bf16_lm.model) == original

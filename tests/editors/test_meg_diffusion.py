@@ -8,6 +8,7 @@ import torch
 from editors.meg import diffusion
 from editors.meg.code import NeuronCode, relative_error
 from editors.meg.config import MeGHParams
+from kebench.config import from_dict
 from editors.meg.denoiser import DenoiserConfig, build_denoiser, count_parameters, mlp_width
 from editors.meg.diffusion import DiffusionGenerator, DiffusionSettings
 from kebench.errors import ConfigError
@@ -133,8 +134,8 @@ def test_condition_noise_maps_a_neighbourhood_of_each_condition_to_its_cluster()
     assert dist.argmin(-1).tolist() == [0, 1, 2, 3]
     spread = torch.cdist(centers, centers)
     assert (dist.diagonal() < 0.25 * spread[spread > 0].min()).all()
-    with pytest.raises(ConfigError, match="diffusion_cond_noise"):
-        MeGHParams(diffusion_cond_noise=-0.1)
+    with pytest.raises(ConfigError, match="generator.cond_noise"):
+        from_dict(MeGHParams, {"generator.cond_noise": -0.1})
 
 
 def test_interrupted_training_resumes_to_the_same_denoiser(tmp_path, monkeypatch):
@@ -181,12 +182,12 @@ def test_interrupted_training_resumes_to_the_same_denoiser(tmp_path, monkeypatch
 
 
 def test_schedule_follows_the_edit_count_and_the_gate_the_scale():
-    hp = MeGHParams(diffusion_visits=600, diffusion_batch_size=256)
+    hp = from_dict(MeGHParams, {"generator.visits": 600, "generator.batch_size": 256})
     assert hp.diffusion_schedule(1000) == 2344 and hp.diffusion_schedule(10000) == 23438  # 600 samples per edit
-    assert MeGHParams(diffusion_steps=50).diffusion_schedule(10000) == 50  # an explicit count is the user's choice
+    assert from_dict(MeGHParams, {"generator.steps": 50}).diffusion_schedule(10000) == 50  # an explicit count is the user's choice
     assert hp.gate_for(100) == "net" and hp.gate_for(1000) == "similarity" and hp.gate_for(10000) == "similarity"
-    assert MeGHParams(familiarity="net").gate_for(10000) == "net"
-    with pytest.raises(ConfigError, match="diffusion_prediction"):
-        MeGHParams(diffusion_prediction="eps")
+    assert from_dict(MeGHParams, {"gate.kind": "net"}).gate_for(10000) == "net"
+    with pytest.raises(ConfigError, match="generator.prediction"):
+        from_dict(MeGHParams, {"generator.prediction": "eps"})
     with pytest.raises(ConfigError, match="denoiser"):
-        MeGHParams(denoiser="unet")
+        from_dict(MeGHParams, {"generator.denoiser": "unet"})

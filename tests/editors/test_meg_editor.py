@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from kebench.config import from_dict
 from kebench.editor import EDITORS
 from kebench.errors import ConfigError, DataError
 from kebench.models.loaded import exact_checksum
@@ -27,13 +28,16 @@ def lm(tiny_lm, tmp_path, monkeypatch):
 
 
 def small(encoder_dir: str, **kw) -> MeGHParams:
-    base = dict(
-        layer=2, context_prefixes=(), encoder=encoder_dir, encoder_pooling="mean", encoder_pairs=64, encoder_steps=3,
-        encoder_batch_size=16, familiarity_steps=400, familiarity_negatives=200, familiarity_hidden=128,
-        familiarity_lr=3e-3, diffusion_steps=40, denoiser_width=32, denoiser_depth=1,
-        fit_max_steps=150, augment_prefixes=("Fact: ",),
-    )
-    return MeGHParams(**{**base, **kw})
+    """Settings for the tiny model; `kw` by section (`gate={"alpha": 0.0}`)."""
+    base = {
+        "layer": 2, "fitting": {"context_prefixes": (), "max_steps": 150},
+        "encoder": {"model": encoder_dir, "pooling": "mean", "pairs": 64, "steps": 3, "batch_size": 16},
+        "gate": {"steps": 400, "negatives": 200, "hidden": 128, "lr": 3e-3},
+        "generator": {"steps": 40, "width": 32, "depth": 1, "augment_prefixes": ("Fact: ",)},
+    }
+    for key, value in kw.items():
+        base[key] = {**base[key], **value} if isinstance(value, dict) else value
+    return from_dict(MeGHParams, base)
 
 
 def _scores(lm, prompts, targets, cond=None):
@@ -45,7 +49,7 @@ def test_registered_with_per_model_defaults():
     assert MeGEditor.default_hparams("default").layer == 20
     assert MeGEditor.default_hparams("meta-llama/Meta-Llama-3-8B-Instruct").layer == 14
     with pytest.raises(ConfigError):
-        MeGHParams(generator="gan")
+        from_dict(MeGHParams, {"generator.kind": "gan"})
 
 
 def test_knn_meg_states_the_edits_gates_unrelated_prompts_and_restores(lm, cases, encoder_dir):
@@ -54,7 +58,7 @@ def test_knn_meg_states_the_edits_gates_unrelated_prompts_and_restores(lm, cases
     prompts, targets = [c.prompt for c in cases], [c.target_new for c in cases]
     unrelated = ["The Eiffel Tower is made of", "Bananas are usually coloured"]
     before = _scores(lm, prompts + unrelated, targets + ["iron", "yellow"])
-    handle = MeGEditor(small(encoder_dir, generator="knn", familiarity_alpha=0.0)).apply(lm, reqs)
+    handle = MeGEditor(small(encoder_dir, generator={"kind": "knn"}, gate={"alpha": 0.0})).apply(lm, reqs)
     assert isinstance(handle, MeGHandle)
     s = handle.stats
     assert s["oracle_efficacy"] == 1.0 and s["fit_converged"] == 1.0 and s["fire_rate_requests"] == 1.0
@@ -74,7 +78,7 @@ def test_self_check_scores_a_closed_gate_apart_from_the_generator(lm, cases, enc
     """The self-check scores every edit once: rows whose gate stays closed get the generator's neuron for the
     ungated efficacy and the unedited model for the gated one."""
     reqs = [c.request for c in cases]
-    handle = MeGEditor(small(encoder_dir, generator="knn", familiarity_tau=-1e9)).apply(lm, reqs)  # never fires
+    handle = MeGEditor(small(encoder_dir, generator={"kind": "knn"}, gate={"tau": -1e9})).apply(lm, reqs)  # never fires
     s = handle.stats
     assert s["fire_rate_requests"] == 0.0
     assert s["generator_efficacy_ungated"] == 1.0 and s["generated_efficacy"] == 0.0
@@ -83,7 +87,7 @@ def test_self_check_scores_a_closed_gate_apart_from_the_generator(lm, cases, enc
 
 def test_always_fire_ablation_and_oracle_generator(lm, cases, encoder_dir):
     reqs = [c.request for c in cases]
-    handle = MeGEditor(small(encoder_dir, generator="oracle", use_familiarity=False)).apply(lm, reqs)
+    handle = MeGEditor(small(encoder_dir, generator={"kind": "oracle"}, gate={"enabled": False})).apply(lm, reqs)
     fire, _ = handle.fires(handle.encoder.encode(["anything at all"]))
     assert fire.all() and handle.familiarity is None
     assert handle.stats["generated_efficacy"] == 1.0
@@ -115,14 +119,14 @@ def test_second_apply_reuses_fitted_neurons_and_trained_diffusion(lm, cases, enc
     scores = _scores(lm, probes, targets, first.conditioning)
     first.restore()
     # the gate ablation changes nothing the neurons or the generator depend on: both come from the cache
-    again = MeGEditor(small(encoder_dir, use_familiarity=False)).apply(lm, reqs)
+    again = MeGEditor(small(encoder_dir, gate={"enabled": False})).apply(lm, reqs)
     assert again.stats["diffusion_from_cache"] is True and again.stats["fit_cached_chunks"] == again.stats["fit_chunks"]
     assert again.stats["diffusion_train_seconds"] == first.stats["diffusion_train_seconds"] > 0  # the original cost
     assert again.stats["diffusion_loss_last"] == first.stats["diffusion_loss_last"]
     assert torch.equal(again.generator.generate(again.encoder.encode(probes), probes),
                        first.generator.generate(first.encoder.encode(probes), probes))
     again.restore()
-    fresh = MeGEditor(small(encoder_dir, fit_cache=False)).apply(lm, reqs)
+    fresh = MeGEditor(small(encoder_dir, fitting={"cache": False})).apply(lm, reqs)
     assert "diffusion_from_cache" not in fresh.stats
     assert _scores(lm, probes, targets, fresh.conditioning) == scores  # the cache changes no number
     fresh.restore()
@@ -130,7 +134,7 @@ def test_second_apply_reuses_fitted_neurons_and_trained_diffusion(lm, cases, enc
 
 def test_similarity_gate_fires_on_edits_not_on_unrelated_and_survives_save_load(lm, cases, encoder_dir, tmp_path):
     reqs = [c.request for c in cases]
-    editor = MeGEditor(small(encoder_dir, familiarity="similarity", generator="knn"))
+    editor = MeGEditor(small(encoder_dir, gate={"kind": "similarity"}, generator={"kind": "knn"}))
     handle = editor.apply(lm, reqs)
     s = handle.stats
     assert s["gate"] == "similarity" and s["fire_rate_requests"] == 1.0 and s["false_fire_heldout"] <= 0.05 + 1e-6
@@ -145,4 +149,4 @@ def test_similarity_gate_fires_on_edits_not_on_unrelated_and_survives_save_load(
     assert _scores(lm, probes, targets, loaded.conditioning) == first
     loaded.restore()
     with pytest.raises(ConfigError, match="unknown familiarity gate"):
-        MeGHParams(familiarity="oracle")
+        from_dict(MeGHParams, {"gate.kind": "oracle"})

@@ -19,7 +19,7 @@ def test_real_neurons_state_new_facts_and_zero_neurons_change_nothing(real_lm):
     layer = hp.layer_for(real_lm.adapter.num_layers)
     requests = [c.request for c in load_cases("counterfact")[:4]]
     spec = NeuronSpec(real_lm.adapter.hidden_size, hp.activation)
-    res = fit_neurons(real_lm, requests, spec, layer, context_prefixes=hp.context_prefixes)
+    res = fit_neurons(real_lm, requests, spec, layer, context_prefixes=hp.fitting.context_prefixes)
     assert res.converged.all() and res.efficacy.all()
     assert not res.baseline_efficacy.any()
     ok, _ = evaluate_neurons(real_lm, requests, spec, layer, res.vectors)
