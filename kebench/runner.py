@@ -452,6 +452,7 @@ class Run:
             self.timer.add("edit", time.perf_counter() - t0)
             return stack if len(stack.handles) > 1 else stack.handles[0]
         editor.prepare(lm)  # before any step is applied or loaded back: the model is still unedited
+        editor.plan(len({r.key for r in case_requests(cases)}))
         with progress_bar(f"editing ({editor.name}, {len(steps)} step{'s' * (len(steps) > 1)})", len(steps)) as bar:
             for k, step_cases in enumerate(steps):
                 step_dir = edit_dir / f"step_{k:05d}"

@@ -182,9 +182,9 @@ def test_editors_get_the_suite_for_their_defaults(tmp_path, loader, monkeypatch)
     seen: list[str] = []
     real = NoneEditor.default_hparams.__func__
 
-    def spy(cls, model_name, suite=None):
+    def spy(cls, model_name, suite=None, settings_file=None):
         seen.append(suite.name)
-        return real(cls, model_name, suite)
+        return real(cls, model_name, suite, settings_file)
 
     monkeypatch.setattr(NoneEditor, "default_hparams", classmethod(spy))
     Run(_cfg(editor="none", hparam_overrides=()), tmp_path / "r.json", model_loader=loader).execute()

@@ -103,12 +103,16 @@ class DiffusionGenerator:
         cond_edit: torch.Tensor,
         checkpoint: Path | None = None,
         checkpoint_every: int = 500,
+        focus: torch.Tensor | None = None,
+        focus_share: float = 0.5,
     ) -> dict[str, float]:
         """Train the denoiser: condition `conds[i]` belongs to the edit whose fitted neuron is `vectors[cond_edit[i]]`.
 
         The training state (weights, optimiser, schedule, EMA, RNG, best checkpoint) is written to
         `checkpoint` every `checkpoint_every` steps and resumed from it, so an interrupted hour-long
-        training continues where it stopped, to the same result."""
+        training continues where it stopped, to the same result. Training starts from the current weights (a
+        growing sequence continues its previous step's denoiser). With `focus` (a mask over the conditions),
+        `focus_share` of each batch is drawn from the focused conditions and the rest from all of them."""
         from diffusers.optimization import get_cosine_schedule_with_warmup
         from diffusers.training_utils import EMAModel
 
@@ -132,6 +136,7 @@ class DiffusionGenerator:
         fingerprint = json.dumps({"config": self.config(), "pairs": len(y_all)}, sort_keys=True)
         start = self._resume(checkpoint, fingerprint, opt, sched, ema, gen, losses, best) if checkpoint else 0
         every = s.select_every or s.steps
+        focused = None if focus is None or bool(focus.all()) or not bool(focus.any()) else torch.nonzero(focus).squeeze(1)
         self.model.train()
         with progress_bar("MeG: training the generator", s.steps) as bar:
             bar.advance(start)
@@ -142,7 +147,7 @@ class DiffusionGenerator:
                         "model": self.model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                         "ema": ema.state_dict() if ema is not None else {}, "rng": gen.get_state(),
                     })
-                idx = torch.randint(0, len(y_all), (min(s.batch_size, len(y_all)),), generator=gen).to(dev)
+                idx = self._batch(len(y_all), focused, focus_share, gen).to(dev)
                 x0, y = codes[edit_all[idx]], y_all[idx]
                 if s.cond_noise > 0:
                     y = _perturb(y, s.cond_noise, gen)
@@ -176,6 +181,15 @@ class DiffusionGenerator:
             "diffusion_selected_step": best["step"],
             "diffusion_selection_error": best["error"],
         }
+
+    def _batch(self, n: int, focused: torch.Tensor | None, share: float, gen: torch.Generator) -> torch.Tensor:
+        """Indices of one training batch: uniform over the `n` conditions, or `share` of it from `focused`."""
+        size = min(self.settings.batch_size, n)
+        if focused is None:
+            return torch.randint(0, n, (size,), generator=gen)
+        k = max(1, round(size * share))
+        pick = focused[torch.randint(0, len(focused), (k,), generator=gen)]
+        return torch.cat([pick, torch.randint(0, n, (size - k,), generator=gen)])
 
     def _probe(self, cond_edit: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Indices of the training conditions the reconstruction check samples: each edit's first

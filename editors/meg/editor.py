@@ -12,9 +12,11 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +38,7 @@ from editors.meg.denoiser import DenoiserConfig, count_parameters, mlp_width
 from editors.meg.diffusion import DiffusionGenerator, DiffusionSettings
 from editors.meg.encoder import ContrastiveSettings, QueryEncoder, tuned_encoder
 from editors.meg.familiarity import FamiliarityNet, SimilarityGate, calibrate_tau, fake_classes, tradeoff, train_familiarity
-from editors.meg.fitting import FitResult, evaluate_neurons, fit_neurons
+from editors.meg.fitting import FitResult, concat_fits, evaluate_neurons, fit_neurons
 from editors.meg.generators import DiffusionNeurons, KnnGenerator, SubjectOracle
 from editors.meg.handle import MeGHandle, NeuronGenerator
 from editors.meg.neuron import DynamicNeuron, NeuronSpec
@@ -47,6 +49,36 @@ if TYPE_CHECKING:
 
 FORMAT = "kebench-meg/1"
 log = logging.getLogger(__name__)
+# A growing sequential MeG draws this share of each training batch from the step's new edits, the rest from all
+# edits so far (replay), and trains until each new edit has had `generator.visits` samples.
+GROWTH_FOCUS = 0.5
+
+
+@dataclass
+class _Grown:
+    """What a sequential MeG carries from step to step: every edit so far, with one gate and one generator over
+    all of them (the live `handle`; the neuron code of the first step's pilot stays fixed)."""
+
+    requests: list[EditRequest]
+    fit: FitResult
+    code: NeuronCode
+    cond: torch.Tensor
+    cond_edit: torch.Tensor
+    emb_q: torch.Tensor
+    emb_aug: torch.Tensor
+    para_dist: float
+    handle: MeGHandle
+
+    def state(self) -> dict[str, Any]:
+        return {"requests": self.requests, "fit": dataclasses.asdict(self.fit), "code": self.code.state_dict(),
+                "cond": self.cond, "cond_edit": self.cond_edit, "emb_q": self.emb_q, "emb_aug": self.emb_aug,
+                "para_dist": self.para_dist}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], handle: MeGHandle) -> _Grown:
+        return cls(requests=list(state["requests"]), fit=FitResult(**state["fit"]), code=NeuronCode.from_state(state["code"]),
+                   cond=state["cond"], cond_edit=state["cond_edit"], emb_q=state["emb_q"], emb_aug=state["emb_aug"],
+                   para_dist=state["para_dist"], handle=handle)
 
 
 @contextlib.contextmanager
@@ -77,6 +109,25 @@ class MeGEditor(Editor):
 
     hparams: MeGHParams
 
+    def __init__(self, hparams: MeGHParams | None = None) -> None:
+        super().__init__(hparams)
+        self._planned = 0  # distinct edits the run makes over all its steps (plan())
+        self._grown: _Grown | None = None  # sequential runs: the edits so far and their live handle
+        self._live: MeGHandle | None = None  # the handle that serves every edit so far (retired when the next one does)
+
+    def plan(self, n_requests: int) -> None:
+        """Size the generator for the run's whole sequence (its width cannot grow step by step)."""
+        self._planned = n_requests
+
+    def _grows(self) -> bool:
+        """Whether steps after the first extend one gate and generator (needs the fixed code of the first step)."""
+        return self.hparams.fitting.code_size > 0
+
+    def _retire_live(self) -> None:
+        if self._live is not None:
+            self._live.restore()  # detach its hook: the new handle serves its edits too
+            self._live = None
+
     @classmethod
     def default_hparams(cls, model_name: str, suite: Suite | None = None, settings_file: str | None = None) -> MeGHParams:
         """The model's defaults, training on the pool of the suite the run edits (`Suite.pool`; `--hparam pool=`
@@ -88,96 +139,154 @@ class MeGEditor(Editor):
 
     # ---------------------------------------------------------------------------------------
     def apply(self, lm: LoadedModel, requests: Sequence[EditRequest]) -> MeGHandle:
+        """One step's edits. In a sequential run every step after the first grows the previous step's MeG: the new
+        edits are fitted inside the first step's neuron code, the gate is rebuilt over every edit so far, the
+        generator continues training on all of them (half of each batch the new edits), and the new handle
+        replaces the previous one (whose hook is retired), so one gate and one generator serve the sequence."""
         hp = self.hparams
-        requests = unique_requests(requests)
+        grown = self._grown if self._grows() else None
+        prior = grown.requests if grown is not None else []
+        known = {r.key for r in prior}
+        requests = [r for r in unique_requests(requests) if r.key not in known]
         if not requests:
-            raise DataError("MeG got no edit requests; give at least one case")
+            raise DataError("MeG got no new edit requests; give at least one case")
+        every = [*prior, *requests]
         layer = hp.layer_for(lm.adapter.num_layers)
         phase = Timer()
         spec = NeuronSpec(lm.adapter.hidden_size, hp.activation)
         stats: dict[str, Any] = {
-            "n_edits": len(requests), "layer": layer, "neuron_size": spec.size, "generator": hp.generator.kind,
+            "n_edits": len(requests), "n_edits_so_far": len(every), "layer": layer, "neuron_size": spec.size,
+            "generator": hp.generator.kind,
         }
 
         with phase("fit"):
-            fit, code = self._fit(lm, requests, spec, layer, stats)
+            fit, code = self._fit(lm, requests, spec, layer, stats, grown.code if grown is not None else None)
         stats.update(fit.summary())
         failed = [r.case_id for r, ok in zip(requests, fit.converged.tolist(), strict=True) if not ok]
         stats["fit_failed_case_ids"] = failed[:50]
+        fit_all = concat_fits(grown.fit, fit) if grown is not None else fit
 
         with phase("pool"):
-            pool, scope = disjoint_pool(hp.pool, requests)
+            pool, scope = disjoint_pool(hp.pool, every)
             train_recs, held_recs = split_records(pool, 0.5, hp.seed)
         stats["pool_records"], stats["pool_exclusion"] = len(pool), scope
 
         with phase("encoder"):
-            encoder = QueryEncoder.from_pretrained(hp.encoder.model, hp.encoder.pooling, device=lm.device)
-            settings = ContrastiveSettings(
-                steps=hp.encoder.steps, batch_size=hp.encoder.batch_size, lr=hp.encoder.lr,
-                temperature=hp.encoder.temperature, seed=hp.seed,
-            )
-            pairs = contrastive_pairs(pool, hp.encoder.pairs, hp.seed)
-            stats.update(tuned_encoder(encoder, pairs, settings, hp.encoder.cache))
+            if grown is not None:
+                encoder = grown.handle.encoder  # tuned once, at the first step, on the pool alone
+            else:
+                encoder = QueryEncoder.from_pretrained(hp.encoder.model, hp.encoder.pooling, device=lm.device)
+                settings = ContrastiveSettings(
+                    steps=hp.encoder.steps, batch_size=hp.encoder.batch_size, lr=hp.encoder.lr,
+                    temperature=hp.encoder.temperature, seed=hp.seed,
+                )
+                pairs = contrastive_pairs(pool, hp.encoder.pairs, hp.seed)
+                stats.update(tuned_encoder(encoder, pairs, settings, hp.encoder.cache))
 
         with phase("conditions"):
             queries = [r.text for r in requests]
             aug_texts = [p + q for q in queries for p in hp.generator.augment_prefixes]
-            aug_edit = [e for e in range(len(queries)) for _ in hp.generator.augment_prefixes]
+            aug_edit = [len(prior) + e for e in range(len(queries)) for _ in hp.generator.augment_prefixes]
             emb_q = encoder.encode(queries, hp.encode_batch_size)
             emb_aug = encoder.encode(aug_texts, hp.encode_batch_size)
             cond = torch.cat([emb_q, emb_aug])
-            cond_edit = torch.tensor(list(range(len(queries))) + aug_edit, dtype=torch.long)
-            # how far a paraphrase's embedding sits from its prompt's (held-out pool pairs): the scale of the
-            # generator's condition noise, so that the neighbourhood it trains on is where paraphrases land
-            held_pairs = contrastive_pairs(held_recs, 500, hp.seed + 2)
-            e_prompt = encoder.encode([a for a, _ in held_pairs], hp.encode_batch_size)
-            e_para = encoder.encode([b for _, b in held_pairs], hp.encode_batch_size)
-            para_dist = float(((e_para - e_prompt).norm(dim=-1) / e_prompt.norm(dim=-1).clamp(min=1e-12)).median())
+            cond_edit = torch.tensor([len(prior) + e for e in range(len(queries))] + aug_edit, dtype=torch.long)
+            if grown is not None:
+                para_dist = grown.para_dist
+            else:
+                # how far a paraphrase's embedding sits from its prompt's (held-out pool pairs): the scale of the
+                # generator's condition noise, so that the neighbourhood it trains on is where paraphrases land
+                held_pairs = contrastive_pairs(held_recs, 500, hp.seed + 2)
+                e_prompt = encoder.encode([a for a, _ in held_pairs], hp.encode_batch_size)
+                e_para = encoder.encode([b for _, b in held_pairs], hp.encode_batch_size)
+                para_dist = float(((e_para - e_prompt).norm(dim=-1) / e_prompt.norm(dim=-1).clamp(min=1e-12)).median())
         stats["paraphrase_distance_median"] = para_dist
+        if grown is not None:
+            cond_all, cond_edit_all = torch.cat([grown.cond, cond]), torch.cat([grown.cond_edit, cond_edit])
+            emb_q_all, emb_aug_all = torch.cat([grown.emb_q, emb_q]), torch.cat([grown.emb_aug, emb_aug])
+        else:
+            cond_all, cond_edit_all, emb_q_all, emb_aug_all = cond, cond_edit, emb_q, emb_aug
 
         familiarity, tau = None, None
         if hp.gate.enabled:
             with phase("familiarity"):
-                negatives = unrelated_queries(train_recs, requests, hp.gate.negatives, hp.seed)
-                heldout = unrelated_queries(held_recs, requests, hp.gate.negatives, hp.seed + 1)
+                negatives = unrelated_queries(train_recs, every, hp.gate.negatives, hp.seed)
+                heldout = unrelated_queries(held_recs, every, hp.gate.negatives, hp.seed + 1)
                 emb_neg = encoder.encode(negatives, hp.encode_batch_size)
                 emb_held = encoder.encode(heldout, hp.encode_batch_size)
                 with _threads(hp.small_net_threads, lm.device):
                     familiarity, tau, fam_stats = self._familiarity(
-                        hp.gate_for(len(requests)), encoder.dim, len(requests), emb_q, emb_aug, cond, cond_edit, emb_neg, emb_held, lm.device
+                        hp.gate_for(max(len(every), self._planned)), encoder.dim, len(every), emb_q_all, emb_aug_all,
+                        cond_all, cond_edit_all, emb_neg, emb_held, lm.device,
                     )
             stats.update(fam_stats)
 
         with phase("generator"), _threads(hp.small_net_threads, lm.device):
-            keep = torch.ones(len(requests), dtype=torch.bool) if hp.generator.train_on_failed else fit.converged
+            keep = torch.ones(len(every), dtype=torch.bool) if hp.generator.train_on_failed else fit_all.converged
             if not keep.any():
                 raise ConfigError("no neuron converged and generator.train_on_failed is off; raise fitting.max_steps or fitting.lr")
-            rows = keep[cond_edit]
-            generator, gen_stats = self._generator(
-                fit.vectors, code, cond[rows], cond_edit[rows], requests, lm.device, hp.generator.cond_noise * para_dist
-            )
+            rows = keep[cond_edit_all]
+            if grown is not None and isinstance(grown.handle.generator, DiffusionNeurons):
+                generator, gen_stats = self._grow_generator(
+                    grown.handle.generator, fit_all.vectors, cond_all[rows], cond_edit_all[rows],
+                    (cond_edit_all >= len(prior))[rows], len(requests), len(every),
+                )
+            else:
+                generator, gen_stats = self._generator(
+                    fit_all.vectors, code, cond_all[rows], cond_edit_all[rows], every, lm.device,
+                    hp.generator.cond_noise * para_dist,
+                )
             stats.update(gen_stats)
 
+        if grown is not None:
+            self._retire_live()
         neuron = DynamicNeuron(lm.adapter.mlp(layer), spec)
         handle = MeGHandle(neuron, encoder, familiarity, tau, generator, stats, hp.encode_batch_size)
         if hp.self_check:
-            with phase("self_check"):
+            with phase("self_check"):  # the step's own edits: its cost stays flat along a sequence
                 stats.update(self._self_check(lm, requests, spec, layer, handle, emb_q, fit))
         stats["seconds"] = {k: round(v, 3) for k, v in phase.timings.items()}
         stats.update(peak_memory_mb(lm.device))
+        if self._grows():
+            self._grown = _Grown(every, fit_all, code, cond_all, cond_edit_all, emb_q_all, emb_aug_all, para_dist, handle)
+            self._live = handle
         return handle
+
+    def _grow_generator(
+        self, previous: DiffusionNeurons, vectors: torch.Tensor, cond: torch.Tensor, cond_edit: torch.Tensor,
+        focus: torch.Tensor, n_new: int, n_all: int,
+    ) -> tuple[NeuronGenerator, dict[str, Any]]:
+        """Continue training the previous step's denoiser on every edit so far, `GROWTH_FOCUS` of each batch on the
+        new ones, until each new edit has had `generator.visits` samples (steps follow the new edits, not the total)."""
+        hp = self.hparams
+        model = previous.model
+        steps = hp.generator.steps or max(100, math.ceil(hp.generator.visits * n_new / (hp.generator.batch_size * GROWTH_FOCUS)))
+        model.settings = dataclasses.replace(
+            model.settings, steps=steps, select_every=hp.generator.select_every or max(1, steps // 5))
+        t0 = time.perf_counter()
+        stats = model.fit(vectors, cond, cond_edit, focus=focus, focus_share=GROWTH_FOCUS)
+        stats["diffusion_train_seconds"] = time.perf_counter() - t0
+        stats["diffusion_params"] = count_parameters(model.model)
+        stats["diffusion_params_per_number"] = stats["diffusion_params"] / (n_all * model.code.size)
+        stats["diffusion_visits_per_edit"] = steps * hp.generator.batch_size * GROWTH_FOCUS / n_new
+        stats["diffusion_continued"] = True
+        return DiffusionNeurons(model), stats
 
     # ---------------------------------------------------------------------------------------
     def _fit(
-        self, lm: LoadedModel, requests: Sequence[EditRequest], spec: NeuronSpec, layer: int, stats: dict[str, Any]
+        self, lm: LoadedModel, requests: Sequence[EditRequest], spec: NeuronSpec, layer: int, stats: dict[str, Any],
+        code: NeuronCode | None = None,
     ) -> tuple[FitResult, NeuronCode]:
         """Fit one neuron per edit. With a code (code_size > 0): the first `code_pilot` edits freely, the leading
-        directions of their standardised neurons as the code, then every edit inside that subspace."""
+        directions of their standardised neurons as the code, then every edit inside that subspace; with `code`
+        given (a growing sequence's, from its first step), every edit inside it."""
         hp = self.hparams
         cache = FitCache("meg_neurons", exact_checksum(lm.model), lm.device.type) if hp.fitting.cache else None
         options = dict(max_steps=hp.fitting.max_steps, nll_threshold=hp.fitting.nll_threshold, batch_size=hp.fitting.batch_size,
                        context_prefixes=hp.fitting.context_prefixes, seed=hp.fitting.seed, cache=cache)
-        if hp.fitting.code_size == 0:
+        if code is not None:
+            fit = fit_neurons(lm, requests, spec, layer, lr=hp.fitting.code_lr, code=code, **options)
+        elif hp.fitting.code_size == 0:
             fit = fit_neurons(lm, requests, spec, layer, lr=hp.fitting.lr, **options)
             code = NeuronCode.pca(fit.vectors, spec.size)
         else:
@@ -263,8 +372,10 @@ class MeGEditor(Editor):
         if hp.generator.kind == "oracle":
             return SubjectOracle(cond, cond_edit, vectors, [r.subject for r in requests]), {}
         n = len(requests)
+        planned = max(n, self._planned)  # a sequence's first step sizes the denoiser for the whole sequence
         width = hp.generator.width or (
-            mlp_width(n, code.size, cond.shape[1], hp.generator.depth, hp.generator.ratio) if hp.generator.denoiser == "mlp" else 768
+            mlp_width(planned, code.size, cond.shape[1], hp.generator.depth, hp.generator.ratio)
+            if hp.generator.denoiser == "mlp" else 768
         )
         cfg = DenoiserConfig(hp.generator.denoiser, code.size, cond.shape[1], width=width, depth=hp.generator.depth,
                              patch=hp.generator.patch, heads=hp.generator.heads)
@@ -354,6 +465,8 @@ class MeGEditor(Editor):
                 {"kind": "net", "dim": fam.dim, "classes": fam.classes, "hidden": fam.hidden, "blocks": fam.n_blocks}
             ),
             "generator": self.hparams.generator.kind,
+            # a growing sequence's later step: this handle serves the earlier steps' edits too (load_edits retires theirs)
+            "covers_previous_steps": handle.stats.get("n_edits_so_far", 0) > handle.stats.get("n_edits", 0),
             "stats": handle.stats,
         }
         atomic_save_safetensors(path / "encoder_head.safetensors", enc.head_state())
@@ -405,5 +518,22 @@ class MeGEditor(Editor):
             generator = KnnGenerator(state["bank"], state["bank_edit"], state["vectors"])
         else:
             generator = SubjectOracle(state["bank"], state["bank_edit"], state["vectors"], meta["subjects"])
+        if meta.get("covers_previous_steps"):
+            self._retire_live()
         neuron = DynamicNeuron(lm.adapter.mlp(meta["layer"]), spec)
-        return MeGHandle(neuron, encoder, fam, meta["tau"], generator, meta["stats"], hp.encode_batch_size)
+        handle = MeGHandle(neuron, encoder, fam, meta["tau"], generator, meta["stats"], hp.encode_batch_size)
+        self._live = handle
+        return handle
+
+    def state_dict(self) -> dict[str, Any]:
+        """A growing sequence's edits so far (requests, fitted neurons, code, conditions), for a resumed run's next
+        step; the live handle itself is saved by save_edits and read back by load_edits."""
+        return {"grown": self._grown.state(), "planned": self._planned} if self._grown is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        if self._live is None:
+            raise DataError("MeG's sequence state arrived without its step's edits; load_edits comes first")
+        self._grown = _Grown.from_state(state["grown"], self._live)
+        self._planned = state["planned"]

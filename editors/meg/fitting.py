@@ -69,6 +69,17 @@ class FitResult:
         }
 
 
+def concat_fits(first: FitResult, then: FitResult) -> FitResult:
+    """`first`'s edits followed by `then`'s (a growing sequence's edits so far); timings are `then`'s."""
+    def cat(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+        return None if a is None or b is None else torch.cat([a, b])
+
+    return dataclasses.replace(then, **{
+        name: cat(getattr(first, name), getattr(then, name))
+        for name in ("vectors", "converged", "steps", "nll", "efficacy", "baseline_nll", "baseline_efficacy", "codes")
+    })
+
+
 @dataclass
 class _Rows:
     """Tokenised rows (one per edit × prefix) and the flat list of target tokens."""

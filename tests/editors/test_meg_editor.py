@@ -150,3 +150,88 @@ def test_similarity_gate_fires_on_edits_not_on_unrelated_and_survives_save_load(
     loaded.restore()
     with pytest.raises(ConfigError, match="unknown familiarity gate"):
         from_dict(MeGHParams, {"gate.kind": "oracle"})
+
+
+def _hooks(lm) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in lm.model.modules())
+
+
+def test_a_sequence_grows_one_gate_and_one_generator(lm, encoder_dir, tmp_path):
+    """Sequential MeG: the second step fits only its new edits (inside the first step's code), rebuilds the gate
+    over every edit so far, continues the first step's denoiser, and retires the first hook; a resumed sequence
+    (edits and state read back) continues the same way."""
+    cases = load_cases("counterfact")[:8]
+    reqs = [c.request for c in cases]
+    hooks = _hooks(lm)
+    editor = MeGEditor(small(encoder_dir, gate={"kind": "similarity"}))
+    editor.plan(len(reqs))
+    first = editor.apply(lm, reqs[:6])
+    assert _hooks(lm) == hooks + 1 and first.stats["n_edits_so_far"] == 6
+    editor.save_edits(first, tmp_path / "step0")
+    state = editor.state_dict()
+    second = editor.apply(lm, reqs[6:])
+    s = second.stats
+    assert s["n_edits"] == 2 and s["n_edits_so_far"] == 8 and s["fit_edits"] == 2  # only the new edits fitted
+    assert s["diffusion_continued"] is True and second.generator.model is first.generator.model  # warm start
+    assert s["diffusion_train_pairs"] == 8 * 2  # every edit so far: its query and one augmented prefix
+    assert len(second.familiarity.bank) == 16  # the gate over every edit so far
+    assert not first.neuron.attached and _hooks(lm) == hooks + 1  # one hook serves the sequence
+    probes = [c.prompt for c in cases]
+    fire, _ = second.fires(second.encoder.encode(probes))
+    assert fire.all()  # the first step's edits still open the (new) gate
+    with first.conditioning(probes):  # a retired handle conditions nothing
+        pass
+    assert first.prompts_seen == 0
+    editor.save_edits(second, tmp_path / "step1")
+    state1 = editor.state_dict()
+    expected = _scores(lm, probes, [c.target_new for c in cases], second.conditioning)
+    second.restore()
+    assert _hooks(lm) == hooks
+
+    again = MeGEditor(small(encoder_dir, gate={"kind": "similarity"}))  # a resumed run: edits, then state, per step
+    loaded0 = again.load_edits(lm, tmp_path / "step0")
+    again.load_state_dict(state)
+    loaded1 = again.load_edits(lm, tmp_path / "step1")
+    assert not loaded0.neuron.attached and loaded1.neuron.attached and _hooks(lm) == hooks + 1
+    got = _scores(lm, probes, [c.target_new for c in cases], loaded1.conditioning)
+    # the same neurons (sampled in batches of other sizes: float rounding only)
+    assert all(torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-4) for a, b in zip(got, expected, strict=True))
+    again.load_state_dict(state1)
+    assert again.state_dict()["grown"]["cond"].shape[0] == 16 and again._grown.handle is loaded1  # ready for a third step
+    loaded1.restore()
+
+
+def test_a_sequential_run_grows_and_resumes_through_the_runner(lm, encoder_dir, tmp_path, monkeypatch):
+    """`kebench run --editor meg --mode sequential`: every step after the first grows one MeG; interrupted after its
+    second step, the resumed run reads both back (one hook live) and its third step grows from them."""
+    from kebench.runner import Run, RunConfig
+
+    overrides = ("layer=2", "fitting.context_prefixes=[]", "fitting.max_steps=150", f"encoder.model={encoder_dir}",
+                 "encoder.pooling=mean", "encoder.pairs=64", "encoder.steps=3", "encoder.batch_size=16",
+                 "gate.kind=similarity", "generator.steps=40", "generator.width=32", "generator.depth=1",
+                 "generator.augment_prefixes=['Fact: ']")
+    cfg = RunConfig(editor="meg", dataset="counterfact", scale=9, mode="sequential", batch_size=3, general=False,
+                    hparam_overrides=overrides)
+    out = tmp_path / "r.json"
+    real = MeGEditor.apply
+    calls = []
+
+    def stop_at_third(self, lm_, requests):
+        calls.append(len(requests))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, lm_, requests)
+
+    monkeypatch.setattr(MeGEditor, "apply", stop_at_third)
+    hooks = _hooks(lm)
+    with pytest.raises(KeyboardInterrupt):
+        Run(cfg, out, model_loader=lambda _: lm).execute()
+    for m in lm.model.modules():  # the interrupted process is gone, and its hooks with it
+        m._forward_hooks.clear()
+        m._forward_pre_hooks.clear()
+    monkeypatch.setattr(MeGEditor, "apply", real)
+    saved = Run(cfg, out, resume=True, model_loader=lambda _: lm).execute()
+    steps = [s["stats"] for s in saved["editor_stats"]]
+    assert [(s["n_edits"], s["n_edits_so_far"], s["fit_edits"]) for s in steps] == [(3, 3, 3), (3, 6, 3), (3, 9, 3)]
+    assert "diffusion_continued" not in steps[0] and steps[1]["diffusion_continued"] and steps[2]["diffusion_continued"]
+    assert _hooks(lm) == hooks and saved["restore_bit_exact"]
