@@ -13,12 +13,10 @@ PERCENT = "%"
 
 @dataclass(frozen=True)
 class Metric:
-    """`unit` is PERCENT for a fraction in [0, 1] (shown ×100), else the unit the value is in, shown as is;
-    `column`, a table header that says what the number is where its key alone would mislead."""
+    """`unit` is PERCENT for a fraction in [0, 1] (shown ×100), else the unit the value is in, shown as is."""
 
     higher_is_better: bool = True
     unit: str = PERCENT
-    column: str | None = None
 
     def shown(self, value: float) -> float:
         """The value as tables and plots show it."""
@@ -42,9 +40,7 @@ METRICS: dict[str, Metric] = {
     "neighbourhood_success": Metric(),
     "neighbourhood_kept": Metric(),
     "score": Metric(),  # every suite's harmonic mean of its rates
-    # ROME's n-gram entropy, but of greedy 50-token generations (ROME samples 100 tokens top-k): not comparable
-    # with published fluency numbers, so the tables say which it is
-    "ngram_entropy": Metric(unit="bits", column="entropy (greedy 50)"),
+    "ngram_entropy": Metric(unit="bits"),
     # ZsRE
     **{f"{axis}_{kind}": Metric() for axis in ("reliability", "generality", "locality") for kind in ("tf", "em")},
     "reliability_contains": Metric(),
