@@ -45,8 +45,8 @@ def model_names(model: str) -> list[str]:
 
     if model == "default":
         return [DEFAULT_NAME]
-    names = [model]
     config = Path(model) / "config.json"
+    names = [Path(model).name if config.is_file() else model]  # a folder: its own name, not its parents'
     if config.is_file():
         try:
             data = json.loads(config.read_text())
@@ -112,11 +112,16 @@ def field_names(cls: type, prefix: str = "") -> list[str]:
 def _nest(cls: type, data: dict[str, Any], source: str) -> dict[str, Any]:
     """`data` with former names renamed and dotted keys put in their sections."""
     current = {f.name for f in dataclasses.fields(cls)}
+    subs = sections(cls)
     out: dict[str, Any] = {}
     for key, value in data.items():
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = dataclasses.asdict(value)  # a section given as its settings object
         # a former name only where it is not a current one (MeG's `generator` is now a section)
-        key = key if key in current and isinstance(value, dict) == (key in sections(cls)) else canonical_key(cls, key)
+        key = key if key in current and isinstance(value, dict) == (key in subs) else canonical_key(cls, key)
         head, dot, rest = key.partition(".")
+        if dot and head in current and head not in subs:
+            raise ConfigError(f"{head} is a single setting, not a section{f' in {source}' if source else ''}; set {head}=<value>")
         if dot:
             section = out.setdefault(head, {})
             if not isinstance(section, dict):

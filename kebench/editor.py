@@ -155,9 +155,10 @@ class Editor(ABC):
         earlier steps loaded back, so nothing is ever computed from an edited model by mistake.
         """
 
-    def plan(self, n_requests: int) -> None:
-        """The number of distinct edits the run will make over all its steps, told before the first step (also
-        on resume), for editors that size themselves to the whole sequence (MeG's generator). Default: ignored."""
+    def plan(self, requests: Sequence[EditRequest]) -> None:
+        """The distinct edits the run will make over all its steps, told before the first step (also on resume),
+        for editors that size themselves to the whole sequence or keep its data out of their training (MeG).
+        Default: ignored."""
 
     @abstractmethod
     def apply(self, lm: LoadedModel, requests: Sequence[EditRequest]) -> EditHandle:

@@ -52,6 +52,9 @@ class Registry(Generic[T]):
             known = self.names()
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
+            if not known and self.entry_point_group:
+                hint = (f"; none is installed: the {self.entry_point_group!r} entry points come with the package "
+                        "(in a checkout, run `pip install -e .` again)")
             raise ConfigError(f"unknown {self.kind} {name!r}{hint} (known: {', '.join(known)})")
         return self._items[name]
 

@@ -560,10 +560,12 @@ def run_identity(editor: str, run: RunInfo, hparams: dict[str, Any], defaults: d
         for key, default in defaults.items()
         if key in hparams and key not in ignored and hparams[key] != default
     )
+    # settings from a file of the user's own are a configuration of their own, named by the file
+    own = (f"hparams_file={Path(run.hparams_file).name}",) if run.hparams_file else ()
     return RunIdentity(
         editor=editor, model=run.model or "default", dataset=run.dataset, scale=run.n_cases, mode=run.mode,
         batch_size=run.batch_size if run.mode == "sequential" else None, case_filter=run.case_filter,
-        overrides=differing + drift,
+        overrides=own + differing + drift,
     )
 
 

@@ -452,7 +452,7 @@ class Run:
             self.timer.add("edit", time.perf_counter() - t0)
             return stack if len(stack.handles) > 1 else stack.handles[0]
         editor.prepare(lm)  # before any step is applied or loaded back: the model is still unedited
-        editor.plan(len({r.key for r in case_requests(cases)}))
+        editor.plan(unique_requests(case_requests(cases)))
         with progress_bar(f"editing ({editor.name}, {len(steps)} step{'s' * (len(steps) > 1)})", len(steps)) as bar:
             for k, step_cases in enumerate(steps):
                 step_dir = edit_dir / f"step_{k:05d}"
@@ -509,7 +509,8 @@ class Run:
         editor_cls = EDITORS.get(cfg.editor)
         model_name = cfg.model or "default"
         # defaults may follow the suite (MeG: its training pool)
-        hparams = editor_cls.default_hparams(model_name, suite, cfg.hparams_file)
+        hparams = (editor_cls.default_hparams(model_name, suite, settings_file=cfg.hparams_file) if cfg.hparams_file
+                   else editor_cls.default_hparams(model_name, suite))
         defaults = hparams  # the editor's defaults at run time: the reference of the run's recorded identity
         if cfg.hparam_overrides:
             hparams = with_overrides(hparams, dict(parse_override(o) for o in cfg.hparam_overrides))

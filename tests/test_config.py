@@ -97,3 +97,22 @@ def test_yaml_lists_become_tuples_and_overrides(tmp_path):
     with pytest.raises(ConfigError, match="key=value"):
         parse_override("lr")
     assert from_dict(HP, {}) == HP()
+
+
+def test_names_of_earlier_schemas_and_misplaced_settings(tmp_path):
+    from editors.meg.config import EncoderSettings, MeGHParams
+
+    assert MeGHParams.renamed("diffusion_lr") == "generator.lr" and MeGHParams.renamed("familiarity") == "gate.kind"
+    assert MeGHParams.renamed("diffusion_depth") is None and MeGHParams.renamed("diffusion_hidden") is None  # the old DiT's
+    hp = from_dict(MeGHParams, {"encoder": EncoderSettings(steps=0)})  # a section given as its settings object
+    assert hp.encoder.steps == 0 and hp.encoder.model == "default"
+    with pytest.raises(ConfigError, match="layer is a single setting"):
+        from_dict(MeGHParams, {"layer.x": 1})
+    # a local folder is matched by its own name, not by the folders it sits in
+    folder = tmp_path / "llama3-8b-sweep" / "gpt2-xl-ft"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    from pathlib import Path
+
+    memit = Path(__file__).resolve().parents[1] / "editors" / "memit" / "configs"
+    assert config_file(memit, str(folder)).stem == "gpt2-xl"

@@ -135,3 +135,12 @@ def test_a_file_that_does_not_fit_the_schema_is_one_line_naming_the_field(tmp_pa
         read_result(path)
     text = str(err.value)
     assert text.startswith(f"{path} is not a kebench results file") and message in text and "\n" not in text, text
+
+
+def test_a_run_with_its_own_settings_file_is_a_configuration_of_its_own():
+    from kebench.results import RunInfo, run_identity
+    from kebench.runner import RunConfig
+
+    run = RunInfo.from_config(RunConfig(editor="memit", dataset="counterfact", scale=4, hparams_file="cfg/mine.yaml"),
+                              n_cases=4, n_requests=4)
+    assert run_identity("memit", run, {"L2": 1}, {"L2": 1}).overrides == ("hparams_file=mine.yaml",)

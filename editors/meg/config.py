@@ -134,10 +134,18 @@ class GeneratorSettings:
             raise ConfigError(f"generator.cond_noise must be >= 0, got {self.cond_noise}")
 
 
-# The flat names of the settings before they were grouped (results files and job lines of that time):
-# "<prefix>_<name>" -> "<section>.<name>", and whole names that moved.
+# The flat names of the settings before they were grouped (results files and job lines of that time), exactly
+# those: "<prefix>_<name>" -> "<section>.<name>" for the names listed, and whole names that moved. Names of earlier
+# schemas (the old DiT's `diffusion_depth`, `diffusion_hidden`, ...) are not today's settings and stay as they are.
 _FORMER_PREFIXES = (("fit_", "fitting."), ("encoder_", "encoder."), ("familiarity_", "gate."),
                     ("denoiser_", "generator."), ("diffusion_", "generator."))
+_FORMER_FLAT = frozenset("""
+    fit_lr fit_max_steps fit_nll_threshold fit_batch_size fit_seed fit_cache encoder_pooling encoder_pairs encoder_steps
+    encoder_batch_size encoder_lr encoder_temperature encoder_cache familiarity_auto_threshold familiarity_classes
+    familiarity_hidden familiarity_blocks familiarity_steps familiarity_lr familiarity_negatives
+    familiarity_negative_weight familiarity_noise familiarity_alpha familiarity_tau denoiser_depth denoiser_ratio
+    denoiser_patch denoiser_heads diffusion_visits diffusion_batch_size diffusion_lr diffusion_prediction diffusion_ema
+    diffusion_sample_steps diffusion_select_every diffusion_cond_noise""".split())
 _FORMER_NAMES = {
     "context_prefixes": "fitting.context_prefixes", "code_size": "fitting.code_size",
     "code_pilot": "fitting.code_pilot", "code_lr": "fitting.code_lr", "encoder": "encoder.model",
@@ -172,9 +180,9 @@ class MeGHParams(HParams):
         """The current name of a setting's former flat name (`familiarity_alpha` -> `gate.alpha`), else None."""
         if key in _FORMER_NAMES:
             return _FORMER_NAMES[key]
-        for prefix, section in _FORMER_PREFIXES:
-            if key.startswith(prefix):
-                return section + key[len(prefix):]
+        if key in _FORMER_FLAT:
+            prefix, section = next((p, s) for p, s in _FORMER_PREFIXES if key.startswith(p))
+            return section + key[len(prefix):]
         return None
 
     def layer_for(self, num_layers: int) -> int:

@@ -111,13 +111,18 @@ class MeGEditor(Editor):
 
     def __init__(self, hparams: MeGHParams | None = None) -> None:
         super().__init__(hparams)
-        self._planned = 0  # distinct edits the run makes over all its steps (plan())
+        self._planned: list[EditRequest] = []  # the distinct edits the run makes over all its steps (plan())
         self._grown: _Grown | None = None  # sequential runs: the edits so far and their live handle
         self._live: MeGHandle | None = None  # the handle that serves every edit so far (retired when the next one does)
 
-    def plan(self, n_requests: int) -> None:
-        """Size the generator for the run's whole sequence (its width cannot grow step by step)."""
-        self._planned = n_requests
+    def plan(self, requests: Sequence[EditRequest]) -> None:
+        """A growing sequence sizes its generator and picks its gate for the whole sequence (the width cannot grow
+        step by step), and every step's training pool leaves out all of the sequence's edits, not only its own."""
+        self._planned = list(requests)
+
+    def _sized_for(self, n: int) -> int:
+        """The number of edits the generator and the gate are chosen for: a growing sequence's total."""
+        return max(n, len(self._planned)) if self._grows() else n
 
     def _grows(self) -> bool:
         """Whether steps after the first extend one gate and generator (needs the fixed code of the first step)."""
@@ -151,6 +156,11 @@ class MeGEditor(Editor):
         if not requests:
             raise DataError("MeG got no new edit requests; give at least one case")
         every = [*prior, *requests]
+        if grown is None and self._grows() and len(self._planned) > len(requests) and len(requests) <= hp.fitting.code_size:
+            raise ConfigError(
+                f"sequential MeG grows every step inside the first step's neuron code of {hp.fitting.code_size} "
+                f"directions, which needs more than {hp.fitting.code_size} edits in the first step (got {len(requests)}); "
+                f"use --batch-size {hp.fitting.code_size + 1} or more, or --hparam fitting.code_size=0 to stack independent steps")
         layer = hp.layer_for(lm.adapter.num_layers)
         phase = Timer()
         spec = NeuronSpec(lm.adapter.hidden_size, hp.activation)
@@ -167,7 +177,8 @@ class MeGEditor(Editor):
         fit_all = concat_fits(grown.fit, fit) if grown is not None else fit
 
         with phase("pool"):
-            pool, scope = disjoint_pool(hp.pool, every)
+            # a sequence's later edits stay out of the pool too (the encoder is tuned once, at the first step)
+            pool, scope = disjoint_pool(hp.pool, self._planned if len(self._planned) > len(every) else every)
             train_recs, held_recs = split_records(pool, 0.5, hp.seed)
         stats["pool_records"], stats["pool_exclusion"] = len(pool), scope
 
@@ -216,7 +227,7 @@ class MeGEditor(Editor):
                 emb_held = encoder.encode(heldout, hp.encode_batch_size)
                 with _threads(hp.small_net_threads, lm.device):
                     familiarity, tau, fam_stats = self._familiarity(
-                        hp.gate_for(max(len(every), self._planned)), encoder.dim, len(every), emb_q_all, emb_aug_all,
+                        hp.gate_for(self._sized_for(len(every))), encoder.dim, len(every), emb_q_all, emb_aug_all,
                         cond_all, cond_edit_all, emb_neg, emb_held, lm.device,
                     )
             stats.update(fam_stats)
@@ -372,7 +383,7 @@ class MeGEditor(Editor):
         if hp.generator.kind == "oracle":
             return SubjectOracle(cond, cond_edit, vectors, [r.subject for r in requests]), {}
         n = len(requests)
-        planned = max(n, self._planned)  # a sequence's first step sizes the denoiser for the whole sequence
+        planned = self._sized_for(n)  # a growing sequence's first step sizes the denoiser for the whole sequence
         width = hp.generator.width or (
             mlp_width(planned, code.size, cond.shape[1], hp.generator.depth, hp.generator.ratio)
             if hp.generator.denoiser == "mlp" else 768
@@ -528,7 +539,7 @@ class MeGEditor(Editor):
     def state_dict(self) -> dict[str, Any]:
         """A growing sequence's edits so far (requests, fitted neurons, code, conditions), for a resumed run's next
         step; the live handle itself is saved by save_edits and read back by load_edits."""
-        return {"grown": self._grown.state(), "planned": self._planned} if self._grown is not None else {}
+        return {"grown": self._grown.state()} if self._grown is not None else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
@@ -536,4 +547,3 @@ class MeGEditor(Editor):
         if self._live is None:
             raise DataError("MeG's sequence state arrived without its step's edits; load_edits comes first")
         self._grown = _Grown.from_state(state["grown"], self._live)
-        self._planned = state["planned"]

@@ -163,8 +163,8 @@ def test_a_sequence_grows_one_gate_and_one_generator(lm, encoder_dir, tmp_path):
     cases = load_cases("counterfact")[:8]
     reqs = [c.request for c in cases]
     hooks = _hooks(lm)
-    editor = MeGEditor(small(encoder_dir, gate={"kind": "similarity"}))
-    editor.plan(len(reqs))
+    editor = MeGEditor(small(encoder_dir, gate={"kind": "similarity"}, fitting={"code_size": 5}))
+    editor.plan(reqs)
     first = editor.apply(lm, reqs[:6])
     assert _hooks(lm) == hooks + 1 and first.stats["n_edits_so_far"] == 6
     editor.save_edits(first, tmp_path / "step0")
@@ -188,7 +188,7 @@ def test_a_sequence_grows_one_gate_and_one_generator(lm, encoder_dir, tmp_path):
     second.restore()
     assert _hooks(lm) == hooks
 
-    again = MeGEditor(small(encoder_dir, gate={"kind": "similarity"}))  # a resumed run: edits, then state, per step
+    again = MeGEditor(small(encoder_dir, gate={"kind": "similarity"}, fitting={"code_size": 5}))  # a resumed run: edits, then state, per step
     loaded0 = again.load_edits(lm, tmp_path / "step0")
     again.load_state_dict(state)
     loaded1 = again.load_edits(lm, tmp_path / "step1")
@@ -199,6 +199,11 @@ def test_a_sequence_grows_one_gate_and_one_generator(lm, encoder_dir, tmp_path):
     again.load_state_dict(state1)
     assert again.state_dict()["grown"]["cond"].shape[0] == 16 and again._grown.handle is loaded1  # ready for a third step
     loaded1.restore()
+    # a first step too small for the code every later step is fitted in: one line naming the fix
+    short = MeGEditor(small(encoder_dir, fitting={"code_size": 5}))
+    short.plan(reqs)
+    with pytest.raises(ConfigError, match="--batch-size 6 or more, or --hparam fitting.code_size=0"):
+        short.apply(lm, reqs[:5])
 
 
 def test_a_sequential_run_grows_and_resumes_through_the_runner(lm, encoder_dir, tmp_path, monkeypatch):
@@ -207,7 +212,7 @@ def test_a_sequential_run_grows_and_resumes_through_the_runner(lm, encoder_dir, 
     from kebench.runner import Run, RunConfig
 
     overrides = ("layer=2", "fitting.context_prefixes=[]", "fitting.max_steps=150", f"encoder.model={encoder_dir}",
-                 "encoder.pooling=mean", "encoder.pairs=64", "encoder.steps=3", "encoder.batch_size=16",
+                 "fitting.code_size=2", "encoder.pooling=mean", "encoder.pairs=64", "encoder.steps=3", "encoder.batch_size=16",
                  "gate.kind=similarity", "generator.steps=40", "generator.width=32", "generator.depth=1",
                  "generator.augment_prefixes=['Fact: ']")
     cfg = RunConfig(editor="meg", dataset="counterfact", scale=9, mode="sequential", batch_size=3, general=False,
