@@ -3,6 +3,7 @@ own over a local JSON file, added with --lm-eval-include. Skipped, saying why, w
 
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -71,8 +72,9 @@ def test_kebench_run_stores_lm_eval_beside_its_metrics(tasks, tmp_path):
     out = tmp_path / "run.json"
     base = [exe, "run", "--editor", "none", "--scale", "2", "--no-general", "--quiet",
             "--lm-eval-include", str(tasks)]
+    offline = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}  # no hub, no network needed
     proc = subprocess.run([*base, "--lm-eval", "kebench_capitals", "--out", str(out)],
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=900, env=offline)
     assert proc.returncode == 0, proc.stderr[-2000:]
     block = json.loads(out.read_text())["metrics"]["lm_eval"]
     assert block["protocol"]["tasks"] == ["kebench_capitals"] and block["protocol"]["version"] == lm_eval.__version__
