@@ -43,6 +43,10 @@ def _harness() -> Any:
     return lm_eval
 
 
+def harness_version() -> str:
+    return _harness().__version__
+
+
 @functools.lru_cache(maxsize=4)
 def task_manager(include: str | None) -> Any:
     """lm-eval's task index (built once per process and folder: it reads every task YAML)."""
@@ -112,7 +116,7 @@ def evaluate(lm: LoadedModel, tasks: Sequence[str], condition: Any = None, *, li
 
 def protocol(tasks: Sequence[str], limit: int | None, include: str | None) -> dict[str, Any]:
     """What the lm-eval numbers are: the harness version, tasks, limit and where custom tasks came from."""
-    return {"harness": "lm-evaluation-harness", "version": _harness().__version__, "tasks": list(tasks),
+    return {"harness": "lm-evaluation-harness", "version": harness_version(), "tasks": list(tasks),
             "limit": limit, "include": include, "conditioning": "each batch decoded and run in the editor's conditioning"}
 
 

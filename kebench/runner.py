@@ -382,37 +382,33 @@ class Run:
         import hashlib
 
         cfg = self.cfg
-        key = [cfg.lm_eval, cfg.lm_eval_limit, cfg.lm_eval_include, cfg.seed, lm_eval_bridge.protocol([], None, None)["version"]]
+        key = [cfg.lm_eval, cfg.lm_eval_limit, cfg.lm_eval_include, cfg.seed, lm_eval_bridge.harness_version()]
         return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+
+    def _measured(self, path: Path, label: str, timing: str, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The record at `path`, or `measure()`d (timed under `timing`, with a progress line) and written there."""
+        if path.exists():
+            return json.loads(path.read_text())
+        t0 = time.perf_counter()
+        with progress_bar(label, 1) as bar:
+            record = measure()
+            bar.advance()
+        self.timer.add(timing, time.perf_counter() - t0)
+        if self.shard.is_main:
+            atomic_write_json(path, record)
+        return record
 
     def _lm_eval(self, path: Path, lm: LoadedModel, condition: Any) -> dict[str, Any]:
         """The lm-eval record at `path`, run (and written) if it is not there yet."""
-        if path.exists():
-            return json.loads(path.read_text())
         cfg = self.cfg
-        t0 = time.perf_counter()
-        with progress_bar(f"lm-eval ({cfg.lm_eval})", 1) as bar:
-            record = lm_eval_bridge.evaluate(
-                lm, lm_eval_bridge.parse_tasks(cfg.lm_eval), condition, limit=cfg.lm_eval_limit,
-                include=cfg.lm_eval_include, batch_size=cfg.eval_batch_size, seed=cfg.seed)
-            bar.advance()
-        self.timer.add("lm_eval", time.perf_counter() - t0)
-        if self.shard.is_main:
-            atomic_write_json(path, record)
-        return record
+        return self._measured(path, f"lm-eval ({cfg.lm_eval})", "lm_eval", lambda: lm_eval_bridge.evaluate(
+            lm, lm_eval_bridge.parse_tasks(cfg.lm_eval), condition, limit=cfg.lm_eval_limit,
+            include=cfg.lm_eval_include, batch_size=cfg.eval_batch_size, seed=cfg.seed))
 
     def _general(self, path: Path, lm: LoadedModel, condition: Any) -> dict[str, Any]:
         """The general-ability record at `path`, measured (and written) if it is not there yet."""
-        if path.exists():
-            return json.loads(path.read_text())
-        t0 = time.perf_counter()
-        with progress_bar("general ability (perplexity, known facts, fluency)", 1) as bar:
-            record = general_ability.measure(lm, condition=condition, batch_size=self.cfg.eval_batch_size)
-            bar.advance()
-        self.timer.add("general", time.perf_counter() - t0)
-        if self.shard.is_main:
-            atomic_write_json(path, record)
-        return record
+        return self._measured(path, "general ability (perplexity, known facts, fluency)", "general",
+                              lambda: general_ability.measure(lm, condition=condition, batch_size=self.cfg.eval_batch_size))
 
     def _edit(
         self, lm: LoadedModel, editor: Editor, cases: Sequence[EditCase],
