@@ -444,7 +444,8 @@ class Run:
         if not self.shard.is_main:
             self.shard.barrier()  # rank 0 edits and checkpoints every step; this rank loads them
             for k in range(len(steps)):
-                stack.push(editor.load_edits(lm, edit_dir / f"step_{k:05d}"))
+                if (edit_dir / f"step_{k:05d}").exists():  # a step whose edits were all made before writes nothing
+                    stack.push(editor.load_edits(lm, edit_dir / f"step_{k:05d}"))
             self.timer.add("edit", time.perf_counter() - t0)
             return stack if len(stack.handles) > 1 else stack.handles[0]
         editor.prepare(lm)  # before any step is applied or loaded back: the model is still unedited
@@ -454,6 +455,12 @@ class Run:
                 step_dir = edit_dir / f"step_{k:05d}"
                 requests = [r for r in case_requests(step_cases) if r.key not in applied]
                 applied.update(r.key for r in requests)
+                if not requests:
+                    # every edit of this step's cases was made by an earlier step (MQuAKE's cases share edits):
+                    # nothing to apply, but its cases are still evaluated where --eval-at asks
+                    evaluate_between(k, step_cases)
+                    bar.advance()
+                    continue
                 if (step_dir / "done.json").exists():
                     # a step finished before a resume: its recorded editing time still counts toward s/edit
                     self.timer.add("edit_resumed", float(json.loads((step_dir / "done.json").read_text())["seconds"]))

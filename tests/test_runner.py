@@ -292,6 +292,41 @@ def test_eval_at_resumes_without_repeating_finished_evaluations(tmp_path, loader
     assert calls["n"] == 2 + 4 + 1  # the interrupted run got through reference, pre, four steps' cases and one point
 
 
+def _load_shared(data_file, fmt):
+    # the third case asks for the first case's edit again (MQuAKE's cases share edits): its step has nothing new
+    shared = EditCase(case_id="4", suite="toy-shared", requests=CASES[0].requests, paraphrases=("Alice resides in",))
+    cases = [CASES[0], CASES[1], shared, CASES[2]]
+    return LoadedData(cases, [{"path": "toy", "sha256": "1" * 64, "format": "toy", "records": len(cases)}])
+
+
+if "toy-shared" not in SUITES:
+    SUITES.register("toy-shared", Suite("toy-shared", "test suite", _evaluate, _aggregate, headline=("efficacy",),
+                                        loader=_load_shared))
+
+
+def test_sequential_step_with_no_new_edit_is_evaluated_not_applied(tmp_path, loader):
+    cfg = _cfg(dataset="toy-shared", mode="sequential", batch_size=1, eval_at="immediate,2")
+    out = tmp_path / "r.json"
+    run = Run(cfg, out, model_loader=loader)
+    real = run._records
+
+    def interrupted(name, cases, fn, label, path=None):
+        if name == "post":
+            raise KeyboardInterrupt
+        return real(name, cases, fn, label, path)
+
+    run._records = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        run.execute()
+    steps = sorted(p.name for p in (out.with_name("r.json.ckpt") / "edits").iterdir())
+    assert steps == ["step_00000", "step_00001", "step_00003"]  # the third step made no edit and saved none
+    result = Run(cfg, out, resume=True, model_loader=loader).execute()
+    assert [st["n_requests"] for st in result["editor_stats"]] == [1, 1, 1]
+    assert result["run"]["n_requests"] == 3
+    assert [p["cases"] for p in result["retention"]["points"]] == [2, 4]
+    assert all("immediate" in c for c in result["cases"])  # the shared case was evaluated right after its step
+
+
 @pytest.mark.parametrize("kw, message", [
     (dict(eval_at="immediate"), "--mode sequential"),
     (dict(mode="sequential", batch_size=2, eval_at="3"), "multiple of --batch-size 2"),
