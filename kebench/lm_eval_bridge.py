@@ -3,8 +3,9 @@
 The edited model is handed to lm-eval as it is, with its edits still attached (no save and reload): a
 `transformers` model wrapped in lm-eval's own `HFLM`. A query-dependent editor (MeG) acts through its
 handle's conditioning, which kebench's metrics enter for each batch of prompts; here every batch lm-eval
-runs (log-likelihood and generation alike) is decoded back to text and run inside the same conditioning,
-so the editor sees the whole request text (context and continuation) as its query.
+runs (log-likelihood and generation alike) is decoded back to text, padding left out, and run inside the
+same conditioning, so the editor sees the whole request text (context and continuation) as its query, the
+same whatever the batch it was run in.
 
 lm-eval is an optional dependency (`pip install "kebench[lm-eval]"`). Its results are stored beside
 kebench's in `metrics.lm_eval` ({"pre", "post", "protocol"}), per task as lm-eval reports them
@@ -17,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,19 +78,49 @@ def _edited_hflm(lm: LoadedModel, condition: Any, batch_size: int) -> Any:
     class EditedHFLM(HFLM):
         """lm-eval's HF wrapper over the model in memory, each batch run inside the editor's conditioning."""
 
-        def _texts(self, ids: Any) -> list[str]:
-            return lm.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        row_lengths: list[int] | None = None  # the next log-likelihood batch's unpadded row lengths (_row_lengths)
+
+        def _texts(self, ids: Any, lengths: list[int] | None = None) -> list[str]:
+            rows = [row[:n] for row, n in zip(ids, lengths, strict=True)] if lengths is not None else list(ids)
+            return lm.tokenizer.batch_decode(rows, skip_special_tokens=True)
 
         def _model_call(self, inps: Any, attn_mask: Any = None, labels: Any = None) -> Any:
-            with conditioned(condition, self._texts(inps)):
+            lengths, self.row_lengths = self.row_lengths, None
+            if lengths is not None and len(lengths) != inps.shape[0]:
+                raise RuntimeError(f"lm-eval built a batch of {len(lengths)} rows and called the model on "
+                                   f"{inps.shape[0]}; this lm-eval version is not one the bridge supports (<0.5)")
+            with conditioned(condition, self._texts(inps, lengths)):
                 return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
 
         def _model_generate(self, context: Any, max_length: int, stop: list[str], **kwargs: Any) -> Any:
+            # generation contexts are left padded with the tokenizer's pad token, a special token decoding skips
             with conditioned(condition, self._texts(context)):
                 return super()._model_generate(context, max_length, stop, **kwargs)
 
     with contextlib.redirect_stdout(None):
         return EditedHFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size=batch_size, device=str(lm.device))
+
+
+@contextlib.contextmanager
+def _row_lengths(model: Any) -> Iterator[None]:
+    """Record each log-likelihood row's length as lm-eval pads the batch, for the query text to leave it out.
+
+    lm-eval pads a causal model's log-likelihood rows on the right with token 0 (`pad_and_concat`) and passes no
+    mask. Token 0 is a real token in many vocabularies (GPT-2's "!"), so decoding the padded rows would put
+    padding into the query text an editor conditions on, and a row's result would depend on its batch."""
+    import lm_eval.models.huggingface as hf
+
+    original = hf.pad_and_concat
+
+    def recording(max_length: int, tensors: list[Any], *args: Any, **kwargs: Any) -> Any:
+        model.row_lengths = [int(t.shape[-1]) for t in tensors]
+        return original(max_length, tensors, *args, **kwargs)
+
+    hf.pad_and_concat = recording
+    try:
+        yield
+    finally:
+        hf.pad_and_concat = original
 
 
 def evaluate(lm: LoadedModel, tasks: Sequence[str], condition: Any = None, *, limit: int | None = None,
@@ -98,11 +129,12 @@ def evaluate(lm: LoadedModel, tasks: Sequence[str], condition: Any = None, *, li
     harness = _harness()
     model = _edited_hflm(lm, condition, batch_size)
     try:
-        out = harness.simple_evaluate(
-            model=model, tasks=list(tasks), task_manager=task_manager(include), limit=limit, log_samples=False,
-            random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
-            bootstrap_iters=0,
-        )
+        with _row_lengths(model):
+            out = harness.simple_evaluate(
+                model=model, tasks=list(tasks), task_manager=task_manager(include), limit=limit, log_samples=False,
+                random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+                bootstrap_iters=0,
+            )
     except (ConnectionError, FileNotFoundError, OSError) as exc:  # hub data absent offline, a missing data file
         raise DataError(f"lm-eval could not load the data of {', '.join(tasks)} ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0][:200]}); run where the data is cached or reachable, or use "

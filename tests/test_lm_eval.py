@@ -20,15 +20,13 @@ from kebench import lm_eval_bridge  # noqa: E402
 DATA = Path(__file__).parent / "data" / "lm_eval" / "capitals.jsonl"
 
 
-@pytest.fixture(scope="module")
-def tasks(tmp_path_factory) -> Path:
-    """A folder holding one multiple-choice task over the local capitals file (no hub, no network)."""
-    folder = tmp_path_factory.mktemp("tasks")
-    (folder / "kebench_capitals.yaml").write_text(f"""task: kebench_capitals
+def _task(folder: Path, name: str, data: Path) -> Path:
+    """A multiple-choice task YAML over a local JSON-lines file (no hub, no network)."""
+    (folder / f"{name}.yaml").write_text(f"""task: {name}
 dataset_path: json
 dataset_kwargs:
   data_files:
-    test: {DATA}
+    test: {data}
 test_split: test
 output_type: multiple_choice
 doc_to_text: "{{{{question}}}}"
@@ -40,6 +38,12 @@ metric_list:
     higher_is_better: true
 """)
     return folder
+
+
+@pytest.fixture(scope="module")
+def tasks(tmp_path_factory) -> Path:
+    """A folder holding one multiple-choice task over the local capitals file."""
+    return _task(tmp_path_factory.mktemp("tasks"), "kebench_capitals", DATA)
 
 
 def test_the_edited_model_runs_in_its_conditioning(tiny_lm, tasks):
@@ -55,6 +59,35 @@ def test_the_edited_model_runs_in_its_conditioning(tiny_lm, tasks):
     assert 0.0 <= record["results"]["kebench_capitals"]["acc,none"] <= 1.0
     assert any("The capital of Spain is" in text for text in seen)  # every batch decoded into the conditioning
     assert set(lm_eval_bridge.headline(record)) == {"kebench_capitals/acc"}
+
+
+def test_query_text_leaves_padding_out_whatever_the_batch(tiny_lm, tmp_path, monkeypatch):
+    """lm-eval pads log-likelihood rows with token 0 and passes no mask; the query text must not carry it. Token 0
+    is special in SmolLM2's vocabulary, so decoding here keeps special tokens: padding would show."""
+    data = tmp_path / "lengths.jsonl"  # questions of different lengths: a batch of them is padded
+    data.write_text("".join(json.dumps({"question": q, "choices": [" Paris", " Rome"], "answer": 0}) + "\n" for q in [
+        "Paris is in", "The city where the Eiffel Tower stands is in", "Rome, the eternal city, is in",
+        "The largest city on the Seine river, home of the Louvre, is in"]))
+    folder = _task(tmp_path, "kebench_lengths", data)
+    decode = tiny_lm.tokenizer.batch_decode
+    monkeypatch.setattr(tiny_lm.tokenizer, "batch_decode",
+                        lambda rows, skip_special_tokens=True: decode(rows, skip_special_tokens=False))
+
+    def seen_at(batch_size: int) -> list[str]:
+        seen: list[str] = []
+
+        @contextlib.contextmanager
+        def condition(prompts):
+            seen.extend(prompts)
+            yield
+
+        lm_eval_bridge.evaluate(tiny_lm, ["kebench_lengths"], condition, include=str(folder), batch_size=batch_size)
+        return seen
+
+    alone, together = seen_at(1), seen_at(4)
+    assert len(alone) >= 4  # one or more rows per question (lm-eval groups choices that share a context)
+    assert not any(tiny_lm.tokenizer.decode([0]) in text for text in together)
+    assert sorted(together) == sorted(alone)
 
 
 def test_unknown_task_and_missing_harness_are_one_line(tasks, monkeypatch):
