@@ -37,6 +37,9 @@ class EditHandle(ABC):
 
     #: Editor-reported diagnostics (e.g. fitting convergence, oracle efficacy), saved in results.
     stats: dict[str, Any]
+    #: True where this handle serves every earlier step's edits too (a growing sequence: MeG's one gate and
+    #: generator); a sequence then keeps this handle alone, and the earlier ones are undone and let go.
+    covers_previous_steps: bool = False
 
     @abstractmethod
     def restore(self) -> None:
@@ -97,6 +100,10 @@ class StackedHandle(EditHandle):
         return {"steps": [h.stats for h in self.handles]}
 
     def push(self, handle: EditHandle) -> None:
+        if handle.covers_previous_steps:  # the earlier handles serve nothing the new one does not: free them
+            for earlier in reversed(self.handles):
+                earlier.restore()
+            self.handles.clear()
         self.handles.append(handle)
 
     def restore(self) -> None:

@@ -488,6 +488,10 @@ class Run:
                     step_dir / "done.json",
                     {"n_requests": len(requests), "seconds": time.perf_counter() - ts, "stats": handle.stats},
                 )
+                # an editor's state holds everything so far (AlphaEdit's keys, MeG's edits): only the newest is read
+                for earlier in edit_dir.glob("step_*/editor_state.pt"):
+                    if earlier.parent != step_dir:
+                        earlier.unlink()
                 evaluate_between(k, step_cases)
                 bar.advance()
         self.timer.add("edit", time.perf_counter() - t0 - between)

@@ -26,3 +26,25 @@ def test_weight_handle_restores_bit_exact_and_stacks(tiny_lm):
     assert torch.equal(param, state[name])
     loaded.restore()
     assert torch.equal(param, before)
+
+
+class _Hook(WeightEditHandle):
+    """A handle that only records whether it was undone."""
+
+    def __init__(self, covers: bool = False) -> None:
+        self.stats, self.restored, self.covers_previous_steps = {}, 0, covers
+
+    def restore(self) -> None:
+        self.restored += 1
+
+
+def test_a_handle_that_covers_the_previous_steps_replaces_them_in_the_stack():
+    first, second = _Hook(), _Hook()
+    stack = StackedHandle([first, second])
+    grown = _Hook(covers=True)  # a growing sequence's step: it serves the earlier steps' edits too
+    stack.push(grown)
+    assert stack.handles == [grown] and first.restored == second.restored == 1  # undone and let go
+    stack.push(later := _Hook())
+    assert stack.handles == [grown, later]
+    stack.restore()
+    assert grown.restored == later.restored == 1 and first.restored == 1

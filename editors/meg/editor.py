@@ -253,6 +253,7 @@ class MeGEditor(Editor):
             self._retire_live()
         neuron = DynamicNeuron(lm.adapter.mlp(layer), spec)
         handle = MeGHandle(neuron, encoder, familiarity, tau, generator, stats, hp.encode_batch_size)
+        handle.covers_previous_steps = grown is not None
         if hp.self_check:
             with phase("self_check"):  # the step's own edits: its cost stays flat along a sequence
                 stats.update(self._self_check(lm, requests, spec, layer, handle, emb_q, fit))
@@ -477,7 +478,7 @@ class MeGEditor(Editor):
             ),
             "generator": self.hparams.generator.kind,
             # a growing sequence's later step: this handle serves the earlier steps' edits too (load_edits retires theirs)
-            "covers_previous_steps": handle.stats.get("n_edits_so_far", 0) > handle.stats.get("n_edits", 0),
+            "covers_previous_steps": handle.covers_previous_steps,
             "stats": handle.stats,
         }
         atomic_save_safetensors(path / "encoder_head.safetensors", enc.head_state())
@@ -533,6 +534,7 @@ class MeGEditor(Editor):
             self._retire_live()
         neuron = DynamicNeuron(lm.adapter.mlp(meta["layer"]), spec)
         handle = MeGHandle(neuron, encoder, fam, meta["tau"], generator, meta["stats"], hp.encode_batch_size)
+        handle.covers_previous_steps = bool(meta.get("covers_previous_steps"))
         self._live = handle
         return handle
 

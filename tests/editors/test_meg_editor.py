@@ -231,6 +231,9 @@ def test_a_sequential_run_grows_and_resumes_through_the_runner(lm, encoder_dir, 
     hooks = _hooks(lm)
     with pytest.raises(KeyboardInterrupt):
         Run(cfg, out, model_loader=lambda _: lm).execute()
+    # each step's state holds every edit so far: only the newest stays on disk (not one growing copy per step)
+    states = sorted(p.parent.name for p in out.with_name("r.json.ckpt").glob("edits/step_*/editor_state.pt"))
+    assert states == ["step_00001"]
     for m in lm.model.modules():  # the interrupted process is gone, and its hooks with it
         m._forward_hooks.clear()
         m._forward_pre_hooks.clear()
