@@ -81,6 +81,13 @@ class _Grown:
                    para_dist=state["para_dist"], handle=handle)
 
 
+def _capacity(model: DiffusionGenerator, n_edits: int, visits_per_edit: float) -> dict[str, float]:
+    """The denoiser's size against the numbers it must reproduce (each edit's code), and the samples each edit got."""
+    params = count_parameters(model.model)
+    return {"diffusion_params": params, "diffusion_params_per_number": params / (n_edits * model.code.size),
+            "diffusion_visits_per_edit": visits_per_edit}
+
+
 @contextlib.contextmanager
 def _threads(n: int, device: torch.device) -> Iterator[None]:
     """Cap intra-op threads for the small nets on CPU (they are latency-bound)."""
@@ -278,9 +285,7 @@ class MeGEditor(Editor):
         t0 = time.perf_counter()
         stats = model.fit(vectors, cond, cond_edit, focus=focus, focus_share=GROWTH_FOCUS)
         stats["diffusion_train_seconds"] = time.perf_counter() - t0
-        stats["diffusion_params"] = count_parameters(model.model)
-        stats["diffusion_params_per_number"] = stats["diffusion_params"] / (n_all * model.code.size)
-        stats["diffusion_visits_per_edit"] = steps * hp.generator.batch_size * GROWTH_FOCUS / n_new
+        stats.update(_capacity(model, n_all, steps * hp.generator.batch_size * GROWTH_FOCUS / n_new))
         stats["diffusion_continued"] = True
         return DiffusionNeurons(model), stats
 
@@ -417,9 +422,7 @@ class MeGEditor(Editor):
             stats["diffusion_train_seconds"] = time.perf_counter() - t0  # kept with a cached generator
             if cache is not None:
                 cache.save(key, model.state_dict(), {"config": model.config(), "stats": stats})
-        stats["diffusion_params"] = count_parameters(model.model)
-        stats["diffusion_params_per_number"] = stats["diffusion_params"] / (n * code.size)
-        stats["diffusion_visits_per_edit"] = steps * hp.generator.batch_size / n
+        stats.update(_capacity(model, n, steps * hp.generator.batch_size / n))
         return DiffusionNeurons(model), stats
 
     def _self_check(
