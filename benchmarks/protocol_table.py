@@ -1,0 +1,69 @@
+"""Old protocols against today's, per suite: the unedited and edited headline numbers of each reference run as a
+results file at an older revision recorded them, beside the same run re-measured today (issue #21's closing table).
+
+    python benchmarks/protocol_table.py [--old REV] [--root results/smollm2-135m]
+
+REV defaults to the revision before the protocol changes (dd00428^: ZsRE without chat template, MQuAKE zero-shot,
+CounterFact without the known filter). A run is listed where both revisions hold its results file and today's
+was measured under today's protocols; a metric is listed where both files report it under the same name. The
+editor's settings may differ too (each row names both files' commits): the table says what a user of each
+revision read, not the protocol's effect alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+from pathlib import Path
+
+from kebench.suites import SUITES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _at(rev: str, path: Path) -> dict | None:
+    """The results file at `path` as revision `rev` held it (None where it did not)."""
+    rel = path.resolve().relative_to(ROOT).as_posix()
+    proc = subprocess.run(["git", "show", f"{rev}:{rel}"], cwd=ROOT, capture_output=True, text=True)
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def _cell(old: dict, new: dict, key: str) -> str:
+    a, b = old.get(key), new.get(key)
+    fmt = (lambda v: f"{v:.2f}") if key == "ngram_entropy" else (lambda v: f"{100 * v:.1f}")  # noqa: E731
+    return f"{fmt(a)} → {fmt(b)}" if a is not None and b is not None else "–"
+
+
+def table(old_rev: str, root: Path) -> str:
+    lines: list[str] = []
+    for suite_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name in SUITES.names()):
+        rows = []
+        keys: list[str] = []
+        for path in sorted(suite_dir.glob("*.json")):
+            new = json.loads(path.read_text())
+            if "general" not in new["metrics"] or (old := _at(old_rev, path)) is None:
+                continue
+            shared = [k for k in SUITES.get(suite_dir.name).headline
+                      if k in new["metrics"]["post"] and k in old["metrics"].get("post", old["metrics"]["pre"])]
+            keys = keys or shared
+            commits = f"{old['provenance']['git']['commit'][:7]} → {new['provenance']['git']['commit'][:7]}"
+            for phase in ("pre", "post"):
+                o, n = old["metrics"].get(phase, old["metrics"]["pre"]), new["metrics"].get(phase, new["metrics"]["pre"])
+                rows.append(f"| {path.stem} | {phase} | " + " | ".join(_cell(o, n, k) for k in keys) + f" | {commits} |")
+        if rows:
+            lines += [f"### {suite_dir.name}", "", "| run | model | " + " | ".join(keys) + " | commits |",
+                      "|---|---|" + "---|" * len(keys) + "---|", *rows, ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--old", default="dd00428^", help="the revision whose results files hold the old protocols")
+    parser.add_argument("--root", type=Path, default=ROOT / "results" / "smollm2-135m")
+    args = parser.parse_args()
+    print(table(args.old, args.root))
+
+
+if __name__ == "__main__":
+    main()
