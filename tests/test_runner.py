@@ -62,6 +62,23 @@ def _cfg(**kw):
     return RunConfig(**base)
 
 
+def _interrupted_before_final_evaluation(run: Run) -> list[str]:
+    """Run `run` until its final (post-edit) evaluation starts, where it stops as a killed process would; returns
+    the names of the evaluations it got through."""
+    real, done = run._records, []
+
+    def records(name, cases, fn, label, path=None):
+        if name == "post":
+            raise KeyboardInterrupt
+        done.append(name)
+        return real(name, cases, fn, label, path)
+
+    run._records = records
+    with pytest.raises(KeyboardInterrupt):
+        run.execute()
+    return done
+
+
 def test_run_writes_results_with_provenance_and_restores(tmp_path, loader, tiny_lm):
     out = tmp_path / "r.json"
     before = {n: p.clone() for n, p in tiny_lm.model.named_parameters()}
@@ -87,18 +104,7 @@ def test_existing_output_needs_overwrite(tmp_path, loader):
 
 def test_resume_skips_finished_work(tmp_path, loader):
     out = tmp_path / "r.json"
-    run = Run(_cfg(mode="sequential", batch_size=2), out, model_loader=loader)
-
-    original = run._records
-
-    def failing(name, cases, fn, label, path=None):
-        if name == "post":
-            raise KeyboardInterrupt  # interrupted after editing
-        return original(name, cases, fn, label, path)
-
-    run._records = failing
-    with pytest.raises(KeyboardInterrupt):
-        run.execute()
+    _interrupted_before_final_evaluation(Run(_cfg(mode="sequential", batch_size=2), out, model_loader=loader))
     assert (out.with_name("r.json.ckpt") / "edits" / "step_00001" / "done.json").exists()
     with pytest.raises(ConfigError, match="--resume"):
         Run(_cfg(mode="sequential", batch_size=2), out, model_loader=loader)
@@ -201,18 +207,8 @@ def test_prepare_sees_the_unedited_model_even_on_resume(tmp_path, loader, tiny_l
     seen: list[bool] = []
     monkeypatch.setattr(FTEditor, "prepare", lambda self, lm: seen.append(exact_checksum(lm.model) == original))
     out = tmp_path / "r.json"
-    run = Run(_cfg(mode="sequential", batch_size=2), out, model_loader=loader)
-    real = run._records
-
-    def stop_after_edit(name, cases, fn, label, path=None):
-        if name == "post":
-            raise KeyboardInterrupt
-        return real(name, cases, fn, label, path)
-
-    run._records = stop_after_edit
     snapshot = {n: p.detach().clone() for n, p in tiny_lm.model.named_parameters()}
-    with pytest.raises(KeyboardInterrupt):
-        run.execute()
+    _interrupted_before_final_evaluation(Run(_cfg(mode="sequential", batch_size=2), out, model_loader=loader))
     with torch.no_grad():  # the interrupted process is gone; the resuming one loads the unedited model
         for n, p in tiny_lm.model.named_parameters():
             p.copy_(snapshot[n])
@@ -263,7 +259,7 @@ def test_eval_at_records_immediate_and_retention_points(tmp_path, loader):
     assert result["timings_s"]["retention"] > 0
 
 
-def test_eval_at_resumes_without_repeating_finished_evaluations(tmp_path, loader, tiny_lm, monkeypatch):
+def test_eval_at_resumes_without_repeating_finished_evaluations(tmp_path, loader, tiny_lm):
     from kebench.models.loaded import LoadedModel, exact_checksum
     from tests.conftest import make_tiny_llama
 
@@ -273,23 +269,11 @@ def test_eval_at_resumes_without_repeating_finished_evaluations(tmp_path, loader
 
     cfg = _cfg(mode="sequential", batch_size=1, eval_at="immediate,2")
     out = tmp_path / "r.json"
-    run = Run(cfg, out, model_loader=loader)
-    calls = {"n": 0}
-    real = run._records
-
-    def fail_after_retention(name, cases, fn, label, path=None):
-        if name == "post":
-            raise KeyboardInterrupt  # interrupted before the final evaluation
-        calls["n"] += 1
-        return real(name, cases, fn, label, path)
-
-    monkeypatch.setattr(run, "_records", fail_after_retention)
-    with pytest.raises(KeyboardInterrupt):
-        run.execute()
+    done = _interrupted_before_final_evaluation(Run(cfg, out, model_loader=loader))
     full = json.loads(json.dumps(Run(cfg, tmp_path / "fresh.json", model_loader=loader).execute()))
     resumed = Run(cfg, out, resume=True, model_loader=loader).execute()
     assert resumed["retention"] == full["retention"]
-    assert calls["n"] == 2 + 4 + 1  # the interrupted run got through reference, pre, four steps' cases and one point
+    assert len(done) == 2 + 4 + 1  # the interrupted run got through reference, pre, four steps' cases and one point
 
 
 def _load_shared(data_file, fmt):
@@ -307,17 +291,7 @@ if "toy-shared" not in SUITES:
 def test_sequential_step_with_no_new_edit_is_evaluated_not_applied(tmp_path, loader):
     cfg = _cfg(dataset="toy-shared", mode="sequential", batch_size=1, eval_at="immediate,2")
     out = tmp_path / "r.json"
-    run = Run(cfg, out, model_loader=loader)
-    real = run._records
-
-    def interrupted(name, cases, fn, label, path=None):
-        if name == "post":
-            raise KeyboardInterrupt
-        return real(name, cases, fn, label, path)
-
-    run._records = interrupted
-    with pytest.raises(KeyboardInterrupt):
-        run.execute()
+    _interrupted_before_final_evaluation(Run(cfg, out, model_loader=loader))
     steps = sorted(p.name for p in (out.with_name("r.json.ckpt") / "edits").iterdir())
     assert steps == ["step_00000", "step_00001", "step_00003"]  # the third step made no edit and saved none
     result = Run(cfg, out, resume=True, model_loader=loader).execute()
