@@ -20,7 +20,7 @@ from kebench.suites import get_suite, post_metrics
 
 from tests.test_cli import _kebench, _result
 
-# a real results file: 1,000 CounterFact cases edited by MEMIT (efficacy 93.8%), read only
+# a real results file: 1,000 CounterFact cases edited by MEMIT (efficacy about 94%), read only
 SOURCE = Path(__file__).resolve().parents[1] / "results" / "smollm2-135m" / "counterfact" / "memit-n1000.json"
 SUITE = get_suite("counterfact")
 
@@ -82,9 +82,10 @@ def test_interval_contains_the_point_estimate_and_shrinks_with_more_cases(memit)
         lo, hi = many[metric]
         assert lo <= point[metric] <= hi, (metric, lo, point[metric], hi)
         assert hi - lo < few[metric][1] - few[metric][0], metric
-    # a rate over 1,000 cases: about ±1.96 sqrt(p(1-p)/n), 1.5 points at 93.8%
+    # a rate over 1,000 cases: about ±1.96 sqrt(p(1-p)/n), 1.5 points at 94%
     lo, hi = many["efficacy_success"]
-    assert (hi - lo) / 2 == pytest.approx(1.96 * np.sqrt(0.938 * 0.062 / 1000), rel=0.2)
+    p = point["efficacy_success"]
+    assert (hi - lo) / 2 == pytest.approx(1.96 * np.sqrt(p * (1 - p) / 1000), rel=0.2)
 
 
 def test_intervals_are_seeded_and_fast(memit):
@@ -202,13 +203,17 @@ def test_report_level_is_checked(tmp_path):
 
 
 def test_compare_ci_shows_plusminus_from_the_cases_of_an_older_file(memit, tmp_path):
-    older = _write(tmp_path / "m.json", memit)  # predates metrics.intervals: computed from its cases
-    proc = _kebench("compare", str(older), "--ci")
+    older = dict(memit)
+    older["metrics"] = {k: v for k, v in memit["metrics"].items() if k != "intervals"}  # computed from its cases
+    path = _write(tmp_path / "m.json", older)
+    proc = _kebench("compare", str(path), "--ci")
     assert proc.returncode == 0, proc.stderr
-    half = (lambda lo, hi: 100 * (hi - lo) / 2)(*bootstrap_intervals(SUITE, *_sides(memit["cases"]))["efficacy_success"])
-    assert f"93.8 ±{half:.1f} (33.1) +60.7" in proc.stdout, proc.stdout
+    pre, post = _sides(memit["cases"])
+    half = (lambda lo, hi: 100 * (hi - lo) / 2)(*bootstrap_intervals(SUITE, pre, post)["efficacy_success"])
+    edited, unedited = (100 * sum(r["efficacy_success"] for r in side) / len(side) for side in (post, pre))
+    assert f"{edited:.1f} ±{half:.1f} ({unedited:.1f}) +{edited - unedited:.1f}" in proc.stdout, proc.stdout
     assert "±: in a row of one run, half the width of the 95% percentile bootstrap interval" in proc.stdout
-    assert "±" not in _kebench("compare", str(older)).stdout  # only when asked
+    assert "±" not in _kebench("compare", str(path)).stdout  # only when asked
 
 
 def test_compare_pools_runs_that_differ_only_in_seed(tmp_path):
