@@ -35,25 +35,34 @@ def _cell(old: dict, new: dict, key: str) -> str:
     return f"{fmt(a)} → {fmt(b)}" if a is not None and b is not None else "–"
 
 
+def _phase(result: dict, phase: str) -> dict:
+    """The metrics of `phase`; a `none` run's post is its pre where the file records only that."""
+    metrics = result["metrics"]
+    return metrics[phase] if phase in metrics else metrics["pre"]
+
+
 def table(old_rev: str, root: Path) -> str:
+    """Markdown: per suite, each run re-measured under today's protocols (its file records general ability, which
+    every run has since #23) whose file `old_rev` also holds, pre and post, old → new."""
     lines: list[str] = []
     for suite_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name in SUITES.names()):
-        rows = []
-        keys: list[str] = []
+        pairs = []
         for path in sorted(suite_dir.glob("*.json")):
             new = json.loads(path.read_text())
-            if "general" not in new["metrics"] or (old := _at(old_rev, path)) is None:
-                continue
-            shared = [k for k in SUITES.get(suite_dir.name).headline
-                      if k in new["metrics"]["post"] and k in old["metrics"].get("post", old["metrics"]["pre"])]
-            keys = keys or shared
+            if "general" in new["metrics"] and (old := _at(old_rev, path)) is not None:
+                pairs.append((path.stem, old, new))
+        if not pairs:
+            continue
+        headline = SUITES.get(suite_dir.name).headline
+        keys = [k for k in headline if any(k in _phase(o, "post") and k in _phase(n, "post") for _, o, n in pairs)]
+        lines += [f"### {suite_dir.name}", "", "| run | phase | " + " | ".join(keys) + " | commits |",
+                  "|---|---|" + "---|" * len(keys) + "---|"]
+        for stem, old, new in pairs:
             commits = f"{old['provenance']['git']['commit'][:7]} → {new['provenance']['git']['commit'][:7]}"
             for phase in ("pre", "post"):
-                o, n = old["metrics"].get(phase, old["metrics"]["pre"]), new["metrics"].get(phase, new["metrics"]["pre"])
-                rows.append(f"| {path.stem} | {phase} | " + " | ".join(_cell(o, n, k) for k in keys) + f" | {commits} |")
-        if rows:
-            lines += [f"### {suite_dir.name}", "", "| run | model | " + " | ".join(keys) + " | commits |",
-                      "|---|---|" + "---|" * len(keys) + "---|", *rows, ""]
+                o, n = _phase(old, phase), _phase(new, phase)
+                lines.append(f"| {stem} | {phase} | " + " | ".join(_cell(o, n, k) for k in keys) + f" | {commits} |")
+        lines.append("")
     return "\n".join(lines)
 
 

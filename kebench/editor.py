@@ -38,7 +38,8 @@ class EditHandle(ABC):
     #: Editor-reported diagnostics (e.g. fitting convergence, oracle efficacy), saved in results.
     stats: dict[str, Any]
     #: True where this handle serves every earlier step's edits too (a growing sequence: MeG's one gate and
-    #: generator); a sequence then keeps this handle alone, and the earlier ones are undone and let go.
+    #: generator); a sequence then keeps this handle alone, and the earlier ones are undone and let go. Hook
+    #: editors only: undoing an earlier weight edit would write its saved weights over the new edit.
     covers_previous_steps: bool = False
 
     @abstractmethod
@@ -101,6 +102,9 @@ class StackedHandle(EditHandle):
 
     def push(self, handle: EditHandle) -> None:
         if handle.covers_previous_steps:  # the earlier handles serve nothing the new one does not: free them
+            if any(isinstance(h, WeightEditHandle) for h in (handle, *self.handles)):
+                raise TypeError("only hook edits can cover previous steps: undoing a weight edit would overwrite "
+                                "the weights edited after it")
             for earlier in reversed(self.handles):
                 earlier.restore()
             self.handles.clear()

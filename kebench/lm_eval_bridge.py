@@ -4,8 +4,8 @@ The edited model is handed to lm-eval as it is, with its edits still attached (n
 `transformers` model wrapped in lm-eval's own `HFLM`. A query-dependent editor (MeG) acts through its
 handle's conditioning, which kebench's metrics enter for each batch of prompts; here every batch lm-eval
 runs (log-likelihood and generation alike) is decoded back to text, padding left out, and run inside the
-same conditioning, so the editor sees the whole request text (context and continuation) as its query, the
-same whatever the batch it was run in.
+same conditioning, so the editor sees the text lm-eval runs as its query (a log-likelihood request's context and
+all but the last token of its continuation), the same whatever the batch it was run in.
 
 lm-eval is an optional dependency (`pip install "kebench[lm-eval]"`). Its results are stored beside
 kebench's in `metrics.lm_eval` ({"pre", "post", "protocol"}), per task as lm-eval reports them

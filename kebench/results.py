@@ -303,17 +303,22 @@ class Memory:
 @dataclass(frozen=True)
 class EditStep:
     """One editing step in `editor_stats`: its distinct rewrites, its seconds, and the editor's own stats
-    (fit cache use, collapse diagnostics: kebench.diagnostics)."""
+    (fit cache use, collapse diagnostics: kebench.diagnostics). `step` is its index in the sequence (a step whose
+    edits earlier steps all made has no entry; absent in files written before it was recorded)."""
 
     n_requests: int
     seconds: float
     stats: dict[str, Any]
+    step: int | None = None
 
     @classmethod
     def from_json(cls, f: _Fields) -> "EditStep":
-        step = cls(f("n_requests", INT), f("seconds", NUM), f("stats", OBJ))
+        step = cls(f("n_requests", INT), f("seconds", NUM), f("stats", OBJ), f("step", _optional(INT), None))
         f.done()
         return step
+
+    def to_json(self) -> dict[str, Any]:
+        return _without_none(dataclasses.asdict(self), "step")
 
 
 @dataclass(frozen=True)
@@ -445,7 +450,7 @@ class RunResult:
             "timings_s": self.timings_s,
             "seconds_per_edit": self.seconds_per_edit,
             "memory": self.memory.to_json(),
-            "editor_stats": [dataclasses.asdict(s) for s in self.editor_stats],
+            "editor_stats": [s.to_json() for s in self.editor_stats],
             "restore_bit_exact": self.restore_bit_exact,
             "metrics": self.metrics.to_json(),
             "cases": list(self.cases),

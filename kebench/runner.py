@@ -410,6 +410,13 @@ class Run:
         return self._measured(path, "general ability (perplexity, known facts, fluency)", "general",
                               lambda: general_ability.measure(lm, condition=condition, batch_size=self.cfg.eval_batch_size))
 
+    @staticmethod
+    def _edited(stack: StackedHandle) -> EditHandle:
+        """The run's edit: the one handle a batch (or a sequence it covers) leaves, else the stack of steps."""
+        if not stack.handles:
+            raise DataError("no edit was made: the cases ask for no rewrite (check the data file's requests)")
+        return stack if len(stack.handles) > 1 else stack.handles[0]
+
     def _edit(
         self, lm: LoadedModel, editor: Editor, cases: Sequence[EditCase],
         after_step: Callable[[int, list[EditCase], list[EditCase], EditHandle], None] | None = None,
@@ -447,7 +454,7 @@ class Run:
                 if (edit_dir / f"step_{k:05d}").exists():  # a step whose edits were all made before writes nothing
                     stack.push(editor.load_edits(lm, edit_dir / f"step_{k:05d}"))
             self.timer.add("edit", time.perf_counter() - t0)
-            return stack if len(stack.handles) > 1 else stack.handles[0]
+            return self._edited(stack)
         editor.prepare(lm)  # before any step is applied or loaded back: the model is still unedited
         editor.plan(unique_requests(case_requests(cases)))
         with progress_bar(f"editing ({editor.name}, {len(steps)} step{'s' * (len(steps) > 1)})", len(steps)) as bar:
@@ -486,7 +493,7 @@ class Run:
                     atomic_torch_save(step_dir / "editor_state.pt", state)
                 atomic_write_json(
                     step_dir / "done.json",
-                    {"n_requests": len(requests), "seconds": time.perf_counter() - ts, "stats": handle.stats},
+                    {"step": k, "n_requests": len(requests), "seconds": time.perf_counter() - ts, "stats": handle.stats},
                 )
                 # an editor's state holds everything so far (AlphaEdit's keys, MeG's edits): only the newest is read
                 for earlier in edit_dir.glob("step_*/editor_state.pt"):
@@ -496,7 +503,7 @@ class Run:
                 bar.advance()
         self.timer.add("edit", time.perf_counter() - t0 - between)
         self.shard.barrier()
-        return stack if len(stack.handles) > 1 else stack.handles[0]
+        return self._edited(stack)
 
     def execute(self) -> dict[str, Any]:
         """Run every phase and write the results file; returns its JSON (kebench.results.RunResult.to_json())."""

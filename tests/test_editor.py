@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from kebench.editor import LoadedStateHandle, StackedHandle, WeightEditHandle
+from kebench.editor import EditHandle, LoadedStateHandle, StackedHandle, WeightEditHandle
 
 
 def test_weight_handle_restores_bit_exact_and_stacks(tiny_lm):
@@ -28,8 +29,8 @@ def test_weight_handle_restores_bit_exact_and_stacks(tiny_lm):
     assert torch.equal(param, before)
 
 
-class _Hook(WeightEditHandle):
-    """A handle that only records whether it was undone."""
+class _Hook(EditHandle):
+    """A hook edit's handle that only records whether it was undone."""
 
     def __init__(self, covers: bool = False) -> None:
         self.stats, self.restored, self.covers_previous_steps = {}, 0, covers
@@ -48,3 +49,8 @@ def test_a_handle_that_covers_the_previous_steps_replaces_them_in_the_stack():
     assert stack.handles == [grown, later]
     stack.restore()
     assert grown.restored == later.restored == 1 and first.restored == 1
+    # a weight edit cannot cover earlier steps: undoing them would write their saved weights over it
+    weights = WeightEditHandle(torch.nn.Linear(2, 2), ["weight"])
+    weights.covers_previous_steps = True
+    with pytest.raises(TypeError, match="only hook edits"):
+        StackedHandle([_Hook()]).push(weights)

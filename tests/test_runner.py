@@ -295,7 +295,7 @@ def test_sequential_step_with_no_new_edit_is_evaluated_not_applied(tmp_path, loa
     steps = sorted(p.name for p in (out.with_name("r.json.ckpt") / "edits").iterdir())
     assert steps == ["step_00000", "step_00001", "step_00003"]  # the third step made no edit and saved none
     result = Run(cfg, out, resume=True, model_loader=loader).execute()
-    assert [st["n_requests"] for st in result["editor_stats"]] == [1, 1, 1]
+    assert [(st["step"], st["n_requests"]) for st in result["editor_stats"]] == [(0, 1), (1, 1), (3, 1)]
     assert result["run"]["n_requests"] == 3
     assert [p["cases"] for p in result["retention"]["points"]] == [2, 4]
     assert all("immediate" in c for c in result["cases"])  # the shared case was evaluated right after its step
