@@ -16,15 +16,17 @@ import kebench
 PACKAGES = ("torch", "transformers", "diffusers", "safetensors", "accelerate", "numpy")
 
 
-def git_state() -> dict[str, Any]:
-    """Commit and dirty flag of the kebench checkout (None when installed from a wheel)."""
-    root = Path(kebench.__file__).resolve().parent.parent
+def git_state(root: Path | None = None) -> dict[str, Any]:
+    """Commit and dirty flag of the kebench checkout (None when installed from a wheel). Dirty means a tracked file
+    outside `results/` differs from the commit: the published results a run writes there are its output, not code."""
+    root = root or Path(kebench.__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
+            cwd=root, capture_output=True, text=True, timeout=10,
         ).stdout.strip()
         return {"commit": commit, "dirty": bool(dirty)}
     except (OSError, subprocess.SubprocessError):
