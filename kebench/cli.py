@@ -16,7 +16,7 @@ from rich.table import Table
 from kebench.errors import ConfigError, KebenchError
 
 if TYPE_CHECKING:
-    from kebench.compare import GateResult
+    from kebench.compare import GateResult, ResultSummary
     from kebench.results import RunResult
 
 app = typer.Typer(
@@ -201,9 +201,9 @@ def _print_summary(result: RunResult) -> None:
 @app.command()
 def compare(
     results: Annotated[list[Path], typer.Argument(help="Results files or folders of them.")],
-    markdown: Annotated[Optional[Path], typer.Option(help="Also write the tables (and scaling plots) as markdown here.")] = None,
-    html: Annotated[Optional[Path], typer.Option(help="Also write a self-contained HTML report with the scaling plots.")] = None,
-    plots: Annotated[bool, typer.Option(help="Render scaling plots for the markdown/HTML report.")] = True,
+    markdown: Annotated[Optional[Path], typer.Option(help="Also write the tables (and scaling and retention plots) as markdown here.")] = None,
+    html: Annotated[Optional[Path], typer.Option(help="Also write a self-contained HTML report with the scaling and retention plots.")] = None,
+    plots: Annotated[bool, typer.Option(help="Render scaling and retention plots for the markdown/HTML report.")] = True,
     ci: Annotated[bool, typer.Option("--ci", help=(
         "Show a run's edited values ± half the width of their bootstrap interval over cases (stored in the results "
         "file, or computed from its per-case records for older files)."))] = False,
@@ -220,7 +220,7 @@ def compare(
     )
     from kebench.io import atomic_write_text
     from kebench.metrics.uncertainty import check_level
-    from kebench.plot import plot_scaling
+    from kebench.plot import plot_retention, plot_scaling
 
     if ci:
         check_level(level, resamples)
@@ -246,7 +246,8 @@ def compare(
     for target, render in ((markdown, "markdown"), (html, "html")):
         if target is None:
             continue
-        images = plot_scaling(summaries, target.parent / f"{target.stem}_plots") if plots else []
+        folder = target.parent / f"{target.stem}_plots"
+        images = plot_scaling(summaries, folder) + plot_retention(_retention_runs(summaries), folder) if plots else []
         text = (markdown_tables(tables, images, target.parent, notes) if render == "markdown"
                 else html_report(tables, images, notes))
         atomic_write_text(target, text)
@@ -354,16 +355,21 @@ def plot(
 ) -> None:
     """Scaling curves (metric vs edit count per editor; seconds per edit vs edit count) as PNG, and the
     retention curves of sequential runs made with --eval-at."""
-    from kebench.compare import expand_paths, summarize
+    from kebench.compare import expand_paths, load_result
     from kebench.plot import plot_retention, plot_scaling
-    from kebench.results import read_result
 
-    loaded = [(p, read_result(p)) for p in expand_paths(results)]
-    summaries = [summarize(p, r) for p, r in loaded]
-    written = plot_scaling(summaries, out)
-    written += plot_retention([(f"{s.variant} {s.mode}", r) for s, (_, r) in zip(summaries, loaded)], out)
+    summaries = [load_result(p) for p in expand_paths(results)]
+    written = plot_scaling(summaries, out) + plot_retention(_retention_runs(summaries), out)
     for path in written:
         console.print(f"wrote {escape(str(path))}", soft_wrap=True)
+
+
+def _retention_runs(summaries: list[ResultSummary]) -> list[tuple[str, RunResult]]:
+    """(label, results file) of the sequential runs among `summaries` (compare's ResultSummary), whose retention
+    curves `kebench plot` and compare's reports draw (runs without --eval-at are left out by the plot)."""
+    from kebench.results import read_result
+
+    return [(f"{s.variant} {s.mode}", read_result(s.path)) for s in summaries if s.mode.startswith("sequential")]
 
 
 def _parse_layers(text: str) -> list[int]:

@@ -109,6 +109,24 @@ def test_cuda_absent_is_one_line(tmp_path):
     assert proc.returncode == 2 and "CUDA requested but not available" in proc.stderr
 
 
+def test_compare_report_draws_the_retention_curves_of_sequential_runs(tmp_path):
+    import dataclasses
+
+    from kebench.results import Retention, RetentionPoint
+
+    points = tuple(RetentionPoint(cases=n, edits=n, metrics={"score": 0.9 - 0.1 * i}, general=None)
+                   for i, n in enumerate((10, 20)))
+    seq = dataclasses.replace(make_result("memit", scale=20, mode="sequential", batch_size=10),
+                              retention=Retention(eval_at="immediate,10", points=points, immediate={"score": 0.95}))
+    (tmp_path / "seq.json").write_text(json.dumps(seq.to_json()))
+    _result(tmp_path / "batch.json", "memit", 0.95, 0.78)
+    proc = _kebench("compare", str(tmp_path / "seq.json"), str(tmp_path / "batch.json"), "--markdown", str(tmp_path / "t.md"))
+    assert proc.returncode == 0, proc.stderr
+    md = (tmp_path / "t.md").read_text()
+    assert "![retention_counterfact](t_plots/retention_counterfact.png)" in md
+    assert (tmp_path / "t_plots" / "retention_counterfact.png").stat().st_size > 1000
+
+
 def test_compare_shows_all_runs(tmp_path):
     a = _result(tmp_path / "a.json", "none", 0.5, 0.8)
     b = _result(tmp_path / "b.json", "memit", 0.95, 0.78)
