@@ -16,7 +16,7 @@ from rich.table import Table
 from kebench.errors import ConfigError, KebenchError
 
 if TYPE_CHECKING:
-    from kebench.compare import GateResult, ResultSummary
+    from kebench.compare import GateResult
     from kebench.results import RunResult
 
 app = typer.Typer(
@@ -247,7 +247,7 @@ def compare(
         if target is None:
             continue
         folder = target.parent / f"{target.stem}_plots"
-        images = plot_scaling(summaries, folder) + plot_retention(_retention_runs(summaries), folder) if plots else []
+        images = plot_scaling(summaries, folder) + plot_retention(summaries, folder) if plots else []
         text = (markdown_tables(tables, images, target.parent, notes) if render == "markdown"
                 else html_report(tables, images, notes))
         atomic_write_text(target, text)
@@ -359,17 +359,9 @@ def plot(
     from kebench.plot import plot_retention, plot_scaling
 
     summaries = [load_result(p) for p in expand_paths(results)]
-    written = plot_scaling(summaries, out) + plot_retention(_retention_runs(summaries), out)
+    written = plot_scaling(summaries, out) + plot_retention(summaries, out)
     for path in written:
         console.print(f"wrote {escape(str(path))}", soft_wrap=True)
-
-
-def _retention_runs(summaries: list[ResultSummary]) -> list[tuple[str, RunResult]]:
-    """(label, results file) of the sequential runs among `summaries` (compare's ResultSummary), whose retention
-    curves `kebench plot` and compare's reports draw (runs without --eval-at are left out by the plot)."""
-    from kebench.results import read_result
-
-    return [(f"{s.variant} {s.mode}", read_result(s.path)) for s in summaries if s.mode.startswith("sequential")]
 
 
 def _parse_layers(text: str) -> list[int]:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from kebench.errors import ConfigError, DataError, KebenchError
 from kebench.metrics.spec import PERCENT, metric_spec
-from kebench.results import Metrics, RunResult, from_json_at, read_result
+from kebench.results import Metrics, Retention, RunResult, from_json_at, read_result
 
 if TYPE_CHECKING:
     from kebench.metrics.uncertainty import DropTest
@@ -39,6 +39,7 @@ class ResultSummary:
     case_filter: str | None = None  # `run --filter`: the run's cases are a subset (its own table and gate key)
     # metrics.intervals (kebench.metrics.uncertainty): {"level", "n_resamples", "pre": {m: [lo, hi]}, "post": ...}
     intervals: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    retention: Retention | None = field(default=None, compare=False, repr=False)  # a sequential run's --eval-at points
 
     @property
     def key(self) -> tuple[str, str, str, int, str, tuple[str, ...], str | None]:
@@ -131,6 +132,7 @@ def summarize(path: Path, data: RunResult | dict) -> ResultSummary:
             device=result.provenance.hardware.label,
             case_filter=identity.case_filter,
             intervals=metrics.intervals,
+            retention=result.retention,
         )
     except (KeyError, TypeError, ValueError) as exc:  # per-case records the suite cannot pair
         raise ConfigError(f"{path} is not a kebench results file ({type(exc).__name__}: {exc})") from None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kebench.compare import ResultSummary
 from kebench.metrics.spec import metric_spec
-from kebench.results import Retention, RunResult
+from kebench.results import Retention
 
 # a line style and a marker per mode/device (a run at one scale is a marker only)
 LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2)))
@@ -185,11 +185,11 @@ def plot_scaling(summaries: list[ResultSummary], out_dir: Path) -> list[Path]:
 RETENTION_GENERAL = ("perplexity", "retained_knowledge")
 
 
-def plot_retention(runs: list[tuple[str, RunResult]], out_dir: Path) -> list[Path]:
+def plot_retention(summaries: list[ResultSummary], out_dir: Path) -> list[Path]:
     """Per suite, `retention_<suite>.png` for sequential runs made with --eval-at: the headline score of
     every case edited so far against the cases edited (solid), each step's cases right after their own step
     (a dotted level: `immediate`), and general ability (perplexity, known facts retained) at the same points.
-    `runs` are (label, results file) pairs; those without a retention block are left out."""
+    Runs without a retention block are left out."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -199,9 +199,9 @@ def plot_retention(runs: list[tuple[str, RunResult]], out_dir: Path) -> list[Pat
 
     out_dir.mkdir(parents=True, exist_ok=True)
     by_suite: dict[str, list[tuple[str, Retention]]] = defaultdict(list)
-    for label, result in runs:
-        if result.retention is not None:
-            by_suite[result.run.dataset].append((label, result.retention))
+    for s in summaries:
+        if s.retention is not None:
+            by_suite[s.dataset].append((f"{s.variant} {s.mode}", s.retention))
     written: list[Path] = []
     for dataset, chosen in sorted(by_suite.items()):
         headline = "score" if "score" in get_suite(dataset).headline else get_suite(dataset).headline[0]

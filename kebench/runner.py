@@ -451,12 +451,13 @@ class Run:
         if not self.shard.is_main:
             self.shard.barrier()  # rank 0 edits and checkpoints every step; this rank loads them
             for k in range(len(steps)):
-                if (edit_dir / f"step_{k:05d}").exists():  # a step whose edits were all made before writes nothing
-                    stack.push(editor.load_edits(lm, edit_dir / f"step_{k:05d}"))
+                step_dir = edit_dir / f"step_{k:05d}"
+                if step_dir.exists():  # a step whose edits were all made before writes nothing
+                    stack.push(editor.load_edits(lm, step_dir))
             self.timer.add("edit", time.perf_counter() - t0)
             return self._edited(stack)
         editor.prepare(lm)  # before any step is applied or loaded back: the model is still unedited
-        editor.plan(unique_requests(case_requests(cases)))
+        editor.plan(case_requests(cases))
         with progress_bar(f"editing ({editor.name}, {len(steps)} step{'s' * (len(steps) > 1)})", len(steps)) as bar:
             for k, step_cases in enumerate(steps):
                 step_dir = edit_dir / f"step_{k:05d}"
@@ -523,6 +524,7 @@ class Run:
         editor_cls = EDITORS.get(cfg.editor)
         model_name = cfg.model or "default"
         # defaults may follow the suite (MeG: its training pool)
+        # settings_file only where given: a plugin's default_hparams written before --hparams-file need not take it
         hparams = (editor_cls.default_hparams(model_name, suite, settings_file=cfg.hparams_file) if cfg.hparams_file
                    else editor_cls.default_hparams(model_name, suite))
         defaults = hparams  # the editor's defaults at run time: the reference of the run's recorded identity

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from kebench.compare import ResultSummary
+from kebench.compare import ResultSummary, summarize
 from kebench.plot import plot_scaling, scaling_series, style_maps
 
 from tests.helpers import make_result
@@ -81,6 +81,6 @@ def test_retention_figure_from_eval_at_runs(tmp_path):
         retention = Retention(eval_at="immediate,100,200", points=points, immediate={"score": 0.95})
         return dataclasses.replace(make_result(editor, scale=300, mode="sequential", batch_size=100), retention=retention)
 
-    written = plot_retention([("memit sequential-b100", run("memit", 0.2)), ("alphaedit sequential-b100", run("alphaedit", 0.05)),
-                              ("ft batch", make_result("ft"))], tmp_path)
+    runs = {"memit.json": run("memit", 0.2), "alphaedit.json": run("alphaedit", 0.05), "ft.json": make_result("ft")}
+    written = plot_retention([summarize(tmp_path / name, result) for name, result in runs.items()], tmp_path)
     assert [p.name for p in written] == ["retention_counterfact.png"] and written[0].stat().st_size > 10_000
