@@ -85,7 +85,9 @@ class DiffusionGenerator:
         if code is not None and code.size != cfg.size:
             raise ConfigError(f"the denoiser's size {cfg.size} differs from the neuron code's {code.size}")
         self.cfg, self.settings, self.code = cfg, settings, code
-        self.model = build_denoiser(cfg)
+        with torch.random.fork_rng(devices=[]):  # the initial weights follow the seed, not what ran before
+            torch.manual_seed(settings.seed)
+            self.model = build_denoiser(cfg)
         self.train_scheduler, self.sample_scheduler = _schedulers(settings)
 
     def to(self, device: torch.device | str) -> DiffusionGenerator:

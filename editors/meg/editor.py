@@ -345,8 +345,8 @@ class MeGEditor(Editor):
         if kind == "similarity":
             gate, stats = SimilarityGate(cond).to(device), {}
         else:
+            torch.manual_seed(hp.seed)  # before the net is built: its initial weights follow the seed too
             gate = FamiliarityNet(dim, hp.gate.classes, hp.gate.hidden, hp.gate.blocks).to(device)
-            torch.manual_seed(hp.seed)
             labels = fake_classes(n_edits, hp.gate.classes, hp.seed)[cond_edit]
             stats = train_familiarity(
                 gate, cond, labels, emb_neg, steps=hp.gate.steps, lr=hp.gate.lr,

@@ -84,6 +84,18 @@ def test_sampling_is_deterministic_and_survives_save_load(trained):
     assert torch.allclose(gen.sample(conds[:1]), gen.sample(conds)[:1], atol=1e-4)  # batch size only changes rounding
 
 
+def test_initial_weights_follow_the_seed_not_what_ran_before():
+    centers = _clusters()[0]
+    first = _generator(centers, seed=3)
+    torch.rand(1000)  # another stage drew from the global generator in between (a cache miss instead of a hit)
+    again, other = _generator(centers, seed=3), _generator(centers, seed=4)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values(), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), other.state_dict().values(), strict=True))
+    state = torch.random.get_rng_state()
+    _generator(centers, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)  # and building it leaves the global generator as it was
+
+
 @pytest.mark.parametrize("kind", ["mlp", "dit"])
 def test_fresh_denoiser_is_adaln_zero(kind):
     model = build_denoiser(DenoiserConfig(kind, size=70, cond_dim=8, patch=32, width=32, depth=2, heads=2))

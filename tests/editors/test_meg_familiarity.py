@@ -74,3 +74,27 @@ def test_similarity_gate_scores_distance_to_the_nearest_edit_query():
     assert torch.allclose(gate.score(far, chunk=7), gate.score(far))  # chunking changes nothing
     with pytest.raises(ConfigError):
         SimilarityGate(torch.zeros(0, 16))
+
+
+def test_the_editors_gate_net_follows_the_seed_not_what_ran_before():
+    from editors.meg.config import MeGHParams
+    from editors.meg.editor import MeGEditor
+    from kebench.config import with_overrides
+
+    gen = torch.Generator().manual_seed(1)
+    emb_q = torch.nn.functional.normalize(torch.randn(6, 16, generator=gen), dim=-1)
+    emb_aug = emb_q.repeat_interleave(2, 0) + 0.05 * torch.randn(12, 16, generator=gen)
+    cond, cond_edit = torch.cat([emb_q, emb_aug]), torch.cat([torch.arange(6), torch.arange(6).repeat_interleave(2)])
+    emb_neg, emb_held = torch.randn(20, 16, generator=gen), torch.randn(20, 16, generator=gen)
+    editor = MeGEditor(with_overrides(MeGHParams(), {"gate.steps": 20, "gate.hidden": 32, "gate.classes": 3}))
+
+    def gate():
+        net, tau, _ = editor._familiarity("net", 16, 6, emb_q, emb_aug, cond, cond_edit, emb_neg, emb_held,
+                                          torch.device("cpu"))
+        return net, tau
+
+    first, tau = gate()
+    torch.rand(1000)  # another stage drew from the global generator in between
+    again, tau_again = gate()
+    assert tau == tau_again
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values(), strict=True))
