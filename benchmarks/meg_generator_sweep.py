@@ -6,7 +6,8 @@ The pairs (fitted neurons, neuron code, query conditions) are made the way that 
 defaults, its cached neuron fits and tuned encoder, stopped where its generator would be trained. They are kept in
 `--inputs` so that later sweeps start at once. Each variant changes the editor's generator settings (`--hparam`
 names without the `generator.` prefix: lr, visits, batch_size, width, depth, ratio, prediction, ema) and is
-trained and scored in turn; the output file is rewritten after each one, and a variant already in it is skipped.
+trained and scored in turn; each row records the settings it resolved to (the defaults move), the output file is
+rewritten after each one, and a variant whose settings are already in it is skipped.
 
     python benchmarks/meg_generator_sweep.py --scale 1000 --out results/benchmarks/meg_generator_sweep_n1000.json \\
         --variant '{}' --variant '{"lr": 0.005}'
@@ -61,14 +62,25 @@ def generator_inputs(suite_name: str, scale: int, seed: int) -> dict:
     raise RuntimeError("MeG finished without reaching its generator stage")
 
 
+def resolved(pairs: dict, variant: dict, defaults: MeGEditor) -> dict:
+    """The generator settings `variant` resolves to over the editor's current defaults (width and steps sized)."""
+    g = dataclasses.replace(defaults.hparams.generator, **variant)
+    n, size, cond_dim = len(pairs["vectors"]), len(pairs["code"]["scales"]), pairs["cond"].shape[1]
+    return {
+        "denoiser": g.denoiser, "width": g.width or mlp_width(n, size, cond_dim, g.depth, g.ratio), "depth": g.depth,
+        "lr": g.lr, "batch_size": g.batch_size, "steps": g.steps or max(100, -(-g.visits * n // g.batch_size)),
+        "prediction": g.prediction, "ema": g.ema, "sample_steps": g.sample_steps,
+    }
+
+
 def score_variant(pairs: dict, variant: dict, defaults: MeGEditor) -> dict:
     """Train the generator with `variant`'s settings over the defaults; its reconstruction error and cost."""
     g = dataclasses.replace(defaults.hparams.generator, **variant)
+    settings_used = resolved(pairs, variant, defaults)
     code = NeuronCode(**pairs["code"])
     vectors, cond, cond_edit = pairs["vectors"], pairs["cond"], pairs["cond_edit"]
     n = len(vectors)
-    width = g.width or mlp_width(n, code.size, cond.shape[1], g.depth, g.ratio)
-    steps = g.steps or max(100, -(-g.visits * n // g.batch_size))
+    width, steps = settings_used["width"], settings_used["steps"]
     settings = DiffusionSettings(
         steps=steps, batch_size=g.batch_size, lr=g.lr, ema=g.ema, prediction=g.prediction, sample_steps=g.sample_steps,
         seed=defaults.hparams.seed, cond_noise=pairs["cond_noise"], select_every=g.select_every or max(1, steps // 5),
@@ -83,7 +95,7 @@ def score_variant(pairs: dict, variant: dict, defaults: MeGEditor) -> dict:
     with torch.no_grad():
         error = relative_error(model.sample(cond[first]), vectors)
     return {
-        "variant": variant, "width": width, "params": count_parameters(model.model),
+        "variant": variant, "settings": settings_used, "width": width, "params": count_parameters(model.model),
         "params_per_number": round(count_parameters(model.model) / (n * code.size), 3), "steps": steps,
         "visits_per_edit": round(steps * g.batch_size / n, 1), "train_s": round(seconds, 1),
         "relative_error_median": round(float(error.median()), 4),
@@ -116,10 +128,10 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
         "metric": "median relative L2 error of generated vs fitted neurons on each edit's bare query",
     })
-    done = {json.dumps(r["variant"], sort_keys=True) for r in report["rows"]}
+    done = {json.dumps(r["settings"], sort_keys=True) for r in report["rows"]}
     for text in args.variant or ["{}"]:
         variant = json.loads(text)
-        if json.dumps(variant, sort_keys=True) in done:
+        if json.dumps(resolved(pairs, variant, defaults), sort_keys=True) in done:
             continue
         row = score_variant(pairs, variant, defaults)
         print(json.dumps(row), flush=True)

@@ -114,8 +114,9 @@ class GeneratorSettings:
     steps: int = 0  # set to override the visits budget
     batch_size: int = 256
     # AdamW peak lr (cosine schedule). At 1,000 CounterFact edits, 600 visits, median relative error of generated vs
-    # fitted neurons: width 64, lr 1e-3 0.107, 3e-3 0.071, 5e-3 0.064, 7e-3 0.059, 1e-2 0.062; width 256, lr 1e-3
-    # 0.032, 5e-3 0.020 (benchmarks/meg_generator_sweep.py): 1e-3 left the denoiser undertrained at either width.
+    # fitted neurons: width 64, lr 1e-3 0.103, 3e-3 0.066, 5e-3 0.064, 7e-3 0.059, 1e-2 0.059; width 128, 1e-3 0.051,
+    # 5e-3 0.030; width 256, 1e-3 0.032, 3e-3 0.022 (results/benchmarks/meg_generator_sweep_n1000.json):
+    # 1e-3 left the denoiser undertrained at every width.
     lr: float = 5e-3
     # x0 | v. At 1,000 CounterFact edits x0 wins: generated neurons at median relative error 0.107 vs 0.471,
     # 99.9% vs 95.3% efficacy without the gate, Score 80.9 vs 78.7 (paraphrase 87.5 vs 79.5)
