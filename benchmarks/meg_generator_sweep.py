@@ -25,9 +25,12 @@ from pathlib import Path
 import torch
 
 from editors.meg.code import NeuronCode, relative_error
-from editors.meg.denoiser import DenoiserConfig, count_parameters, mlp_width
-from editors.meg.diffusion import DiffusionGenerator, DiffusionSettings
+from editors.meg.config import MeGHParams
+from editors.meg.denoiser import DenoiserConfig, count_parameters
+from editors.meg.diffusion import DiffusionGenerator, DiffusionSettings, first_conditions
 from editors.meg.editor import MeGEditor
+from kebench.config import with_overrides
+from kebench.errors import ConfigError
 from kebench.io import atomic_torch_save, atomic_write_json
 from kebench.runner import case_requests
 from kebench.suites import get_suite
@@ -62,42 +65,35 @@ def generator_inputs(suite_name: str, scale: int, seed: int) -> dict:
     raise RuntimeError("MeG finished without reaching its generator stage")
 
 
-def resolved(pairs: dict, variant: dict, defaults: MeGEditor) -> dict:
-    """The generator settings `variant` resolves to over the editor's current defaults (width and steps sized)."""
-    g = dataclasses.replace(defaults.hparams.generator, **variant)
-    n, size, cond_dim = len(pairs["vectors"]), len(pairs["code"]["scales"]), pairs["cond"].shape[1]
-    return {
-        "denoiser": g.denoiser, "width": g.width or mlp_width(n, size, cond_dim, g.depth, g.ratio), "depth": g.depth,
-        "lr": g.lr, "batch_size": g.batch_size, "steps": g.steps or max(100, -(-g.visits * n // g.batch_size)),
-        "prediction": g.prediction, "ema": g.ema, "sample_steps": g.sample_steps,
+def resolved(pairs: dict, hparams: MeGHParams) -> tuple[DenoiserConfig, DiffusionSettings, dict]:
+    """The denoiser and training `hparams` give for these pairs, as the editor builds them, and their summary."""
+    n, code_size, cond_dim = len(pairs["vectors"]), len(pairs["code"]["scales"]), pairs["cond"].shape[1]
+    cfg, settings = hparams.denoiser_config(n, code_size, cond_dim), hparams.diffusion_settings(n, pairs["cond_noise"])
+    summary = {
+        "denoiser": cfg.kind, "width": cfg.width, "depth": cfg.depth, "lr": settings.lr,
+        "batch_size": settings.batch_size, "steps": settings.steps, "prediction": settings.prediction,
+        "ema": settings.ema, "sample_steps": settings.sample_steps,
     }
+    return cfg, settings, summary
 
 
-def score_variant(pairs: dict, variant: dict, defaults: MeGEditor) -> dict:
-    """Train the generator with `variant`'s settings over the defaults; its reconstruction error and cost."""
-    g = dataclasses.replace(defaults.hparams.generator, **variant)
-    settings_used = resolved(pairs, variant, defaults)
+def score_variant(pairs: dict, variant: dict, hparams: MeGHParams) -> dict:
+    """Train the generator with `hparams` (the defaults with `variant` in place); its reconstruction error and cost."""
+    cfg, settings, summary = resolved(pairs, hparams)
     code = NeuronCode(**pairs["code"])
     vectors, cond, cond_edit = pairs["vectors"], pairs["cond"], pairs["cond_edit"]
     n = len(vectors)
-    width, steps = settings_used["width"], settings_used["steps"]
-    settings = DiffusionSettings(
-        steps=steps, batch_size=g.batch_size, lr=g.lr, ema=g.ema, prediction=g.prediction, sample_steps=g.sample_steps,
-        seed=defaults.hparams.seed, cond_noise=pairs["cond_noise"], select_every=g.select_every or max(1, steps // 5),
-    )
-    model = DiffusionGenerator(DenoiserConfig(g.denoiser, code.size, cond.shape[1], width=width, depth=g.depth,
-                                              patch=g.patch, heads=g.heads), settings, code)
+    model = DiffusionGenerator(cfg, settings, code)
     t0 = time.perf_counter()
     stats = model.fit(vectors, cond, cond_edit)
     seconds = time.perf_counter() - t0
-    first = torch.full((n,), len(cond_edit), dtype=torch.long)  # each edit's bare query: its first condition
-    first.scatter_reduce_(0, cond_edit.long(), torch.arange(len(cond_edit)), reduce="amin")
     with torch.no_grad():
-        error = relative_error(model.sample(cond[first]), vectors)
+        error = relative_error(model.sample(cond[first_conditions(cond_edit)]), vectors)
+    params = count_parameters(model.model)
     return {
-        "variant": variant, "settings": settings_used, "width": width, "params": count_parameters(model.model),
-        "params_per_number": round(count_parameters(model.model) / (n * code.size), 3), "steps": steps,
-        "visits_per_edit": round(steps * g.batch_size / n, 1), "train_s": round(seconds, 1),
+        "variant": variant, "settings": summary, "width": cfg.width, "params": params,
+        "params_per_number": round(params / (n * code.size), 3), "steps": settings.steps,
+        "visits_per_edit": round(settings.steps * settings.batch_size / n, 1), "train_s": round(seconds, 1),
         "relative_error_median": round(float(error.median()), 4),
         "relative_error_p90": round(float(error.quantile(0.9)), 4),
         "loss_last": round(stats["diffusion_loss_last"], 4),
@@ -114,6 +110,19 @@ def main() -> None:
     ap.add_argument("--inputs", type=Path, default=None, help="where the training pairs are kept (default: beside --out)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
+    defaults = MeGEditor.default_hparams("default", get_suite(args.suite))
+    variants = []
+    for text in args.variant or ["{}"]:
+        try:
+            variant = json.loads(text)
+        except json.JSONDecodeError as exc:
+            ap.error(f"--variant {text!r} is not JSON ({exc.msg}); write e.g. '{{\"lr\": 0.005}}'")
+        if not isinstance(variant, dict):
+            ap.error(f"--variant {text!r} must be a JSON object of generator settings, e.g. '{{\"lr\": 0.005}}'")
+        try:
+            variants.append((variant, with_overrides(defaults, {f"generator.{k}": v for k, v in variant.items()})))
+        except ConfigError as exc:
+            ap.error(str(exc))
     torch.set_num_threads(args.threads)
     inputs = args.inputs or args.out.with_suffix(".pairs.pt")
     if inputs.is_file():
@@ -121,7 +130,6 @@ def main() -> None:
     else:
         pairs = generator_inputs(args.suite, args.scale, args.seed)
         atomic_torch_save(inputs, pairs)
-    defaults = MeGEditor(MeGEditor.default_hparams("default", get_suite(args.suite)))
     report = json.loads(args.out.read_text()) if args.out.is_file() else {"rows": []}
     report.update({
         "suite": args.suite, "scale": args.scale, "seed": args.seed, "torch_threads": torch.get_num_threads(),
@@ -129,11 +137,10 @@ def main() -> None:
         "metric": "median relative L2 error of generated vs fitted neurons on each edit's bare query",
     })
     done = {json.dumps(r["settings"], sort_keys=True) for r in report["rows"]}
-    for text in args.variant or ["{}"]:
-        variant = json.loads(text)
-        if json.dumps(resolved(pairs, variant, defaults), sort_keys=True) in done:
+    for variant, hparams in variants:
+        if json.dumps(resolved(pairs, hparams)[2], sort_keys=True) in done:
             continue
-        row = score_variant(pairs, variant, defaults)
+        row = score_variant(pairs, variant, hparams)
         print(json.dumps(row), flush=True)
         report["rows"].append(row)
         atomic_write_json(args.out, report)

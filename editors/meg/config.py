@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from kebench.editor import HParams
 from kebench.errors import ConfigError
 
-from editors.meg.denoiser import DENOISERS
+from editors.meg.denoiser import DENOISERS, DenoiserConfig, mlp_width
+from editors.meg.diffusion import DiffusionSettings
 from editors.meg.generators import check_generator
 from editors.meg.neuron import ACTIVATIONS
 
@@ -200,6 +201,23 @@ class MeGHParams(HParams):
         """Training steps: `generator.visits` samples per edit in batches of `generator.batch_size`."""
         g = self.generator
         return g.steps or max(100, -(-g.visits * n_edits // g.batch_size))
+
+    def denoiser_config(self, n_edits: int, code_size: int, cond_dim: int) -> DenoiserConfig:
+        """The denoiser for `n_edits` edits over a `code_size` code: `generator.width`, or (mlp) the narrowest width with
+        `generator.ratio` parameters per number it must reproduce; the DiT's width is fixed."""
+        g = self.generator
+        width = g.width or (mlp_width(n_edits, code_size, cond_dim, g.depth, g.ratio) if g.denoiser == "mlp" else 768)
+        return DenoiserConfig(g.denoiser, code_size, cond_dim, width=width, depth=g.depth, patch=g.patch, heads=g.heads)
+
+    def diffusion_settings(self, n_edits: int, cond_noise: float = 0.0) -> DiffusionSettings:
+        """The diffusion training of `n_edits` edits (`diffusion_schedule` steps, five selection checks by default)."""
+        g = self.generator
+        steps = self.diffusion_schedule(n_edits)
+        return DiffusionSettings(
+            steps=steps, batch_size=g.batch_size, lr=g.lr, ema=g.ema, prediction=g.prediction,
+            sample_steps=g.sample_steps, seed=self.seed, cond_noise=cond_noise,
+            select_every=g.select_every or max(1, steps // 5),
+        )
 
     def gate_for(self, n_edits: int) -> str:
         """The familiarity gate for `n_edits` edits: `gate.kind`, or with `auto` the one measured best at that

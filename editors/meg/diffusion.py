@@ -65,6 +65,14 @@ def _perturb(y: torch.Tensor, radius: float, gen: torch.Generator) -> torch.Tens
     return y + direction * norm
 
 
+def first_conditions(cond_edit: torch.Tensor) -> torch.Tensor:
+    """Index of each edit's first condition (its bare query, where the augmented ones follow), by edit; edits
+    without a condition are left out."""
+    first = torch.full((int(cond_edit.max()) + 1,), -1, dtype=torch.long)
+    first.scatter_reduce_(0, cond_edit.long(), torch.arange(len(cond_edit)), reduce="amin", include_self=False)
+    return first[first >= 0]
+
+
 def _schedulers(settings: DiffusionSettings) -> tuple[object, object]:
     from diffusers import DDIMScheduler, DDPMScheduler
 
@@ -196,10 +204,7 @@ class DiffusionGenerator:
     def _probe(self, cond_edit: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Indices of the training conditions the reconstruction check samples: each edit's first
         condition (its bare query), up to `select_edits` edits drawn once."""
-        first = torch.full((int(cond_edit.max()) + 1,), -1, dtype=torch.long)
-        order = torch.arange(len(cond_edit))
-        first.scatter_reduce_(0, cond_edit.long(), order, reduce="amin", include_self=False)
-        first = first[first >= 0]
+        first = first_conditions(cond_edit)
         pick = torch.randperm(len(first), generator=gen)[: self.settings.select_edits]
         return first[pick.sort().values]
 

@@ -34,8 +34,8 @@ from kebench.timing import Timer
 
 from editors.meg.config import MeGHParams
 from editors.meg.code import NeuronCode, relative_error
-from editors.meg.denoiser import DenoiserConfig, count_parameters, mlp_width
-from editors.meg.diffusion import DiffusionGenerator, DiffusionSettings
+from editors.meg.denoiser import count_parameters
+from editors.meg.diffusion import DiffusionGenerator
 from editors.meg.encoder import ContrastiveSettings, QueryEncoder, tuned_encoder
 from editors.meg.familiarity import FamiliarityNet, SimilarityGate, calibrate_tau, fake_classes, tradeoff, train_familiarity
 from editors.meg.fitting import FitResult, concat_fits, evaluate_neurons, fit_neurons
@@ -389,19 +389,9 @@ class MeGEditor(Editor):
         if hp.generator.kind == "oracle":
             return SubjectOracle(cond, cond_edit, vectors, [r.subject for r in requests]), {}
         n = len(requests)
-        planned = self._sized_for(n)  # a growing sequence's first step sizes the denoiser for the whole sequence
-        width = hp.generator.width or (
-            mlp_width(planned, code.size, cond.shape[1], hp.generator.depth, hp.generator.ratio)
-            if hp.generator.denoiser == "mlp" else 768
-        )
-        cfg = DenoiserConfig(hp.generator.denoiser, code.size, cond.shape[1], width=width, depth=hp.generator.depth,
-                             patch=hp.generator.patch, heads=hp.generator.heads)
-        steps = hp.diffusion_schedule(n)
-        settings = DiffusionSettings(
-            steps=steps, batch_size=hp.generator.batch_size, lr=hp.generator.lr, ema=hp.generator.ema,
-            prediction=hp.generator.prediction, sample_steps=hp.generator.sample_steps, seed=hp.seed,
-            cond_noise=cond_noise, select_every=hp.generator.select_every or max(1, steps // 5),
-        )
+        # a growing sequence's first step sizes the denoiser for the whole sequence
+        cfg = hp.denoiser_config(self._sized_for(n), code.size, cond.shape[1])
+        settings = hp.diffusion_settings(n, cond_noise)
         model = DiffusionGenerator(cfg, settings, code).to(device)
         cache = FitCache("meg_generator", "any-model", device.type) if hp.fitting.cache else None
         key = found = None
@@ -422,7 +412,7 @@ class MeGEditor(Editor):
             stats["diffusion_train_seconds"] = time.perf_counter() - t0  # kept with a cached generator
             if cache is not None:
                 cache.save(key, model.state_dict(), {"config": model.config(), "stats": stats})
-        stats.update(_capacity(model, n, steps * hp.generator.batch_size / n))
+        stats.update(_capacity(model, n, settings.steps * settings.batch_size / n))
         return DiffusionNeurons(model), stats
 
     def _self_check(

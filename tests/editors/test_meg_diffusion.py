@@ -10,7 +10,7 @@ from editors.meg.code import NeuronCode, relative_error
 from editors.meg.config import MeGHParams
 from kebench.config import from_dict
 from editors.meg.denoiser import DenoiserConfig, build_denoiser, count_parameters, mlp_width
-from editors.meg.diffusion import DiffusionGenerator, DiffusionSettings
+from editors.meg.diffusion import DiffusionGenerator, DiffusionSettings, first_conditions
 from kebench.errors import ConfigError
 from editors.meg.generators import KnnGenerator, SubjectOracle
 
@@ -94,6 +94,13 @@ def test_initial_weights_follow_the_seed_not_what_ran_before():
     state = torch.random.get_rng_state()
     _generator(centers, seed=3)
     assert torch.equal(torch.random.get_rng_state(), state)  # and building it leaves the global generator as it was
+
+
+def test_first_conditions_are_each_edits_bare_query():
+    # the editor lays out conditions as every edit's query, then its augmentations; edit 3 has none here
+    cond_edit = torch.tensor([0, 1, 2, 4, 0, 0, 1, 1, 2, 2, 4, 4])
+    assert first_conditions(cond_edit).tolist() == [0, 1, 2, 3]
+    assert first_conditions(torch.tensor([2, 0, 2, 1, 0])).tolist() == [1, 3, 0]  # by edit, wherever it first is
 
 
 @pytest.mark.parametrize("kind", ["mlp", "dit"])
