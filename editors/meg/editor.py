@@ -206,7 +206,7 @@ class MeGEditor(Editor):
             aug_texts = [p + q for q in queries for p in hp.generator.augment_prefixes]
             aug_edit = [len(prior) + e for e in range(len(queries)) for _ in hp.generator.augment_prefixes]
             emb_q = encoder.encode(queries, hp.encode_batch_size)
-            emb_aug = encoder.encode(aug_texts, hp.encode_batch_size)
+            emb_aug = encoder.encode(aug_texts, hp.encode_batch_size, label="MeG: encoding conditions")
             cond = torch.cat([emb_q, emb_aug])
             cond_edit = torch.tensor([len(prior) + e for e in range(len(queries))] + aug_edit, dtype=torch.long)
             if grown is not None:

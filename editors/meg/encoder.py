@@ -11,6 +11,7 @@ setting that shapes it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
@@ -112,18 +113,23 @@ class QueryEncoder:
         return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
     @torch.no_grad()
-    def encode(self, texts: Sequence[str], batch_size: int = 128, normalize: bool = True) -> torch.Tensor:
-        """Embeddings [n, dim] (L2-normalised by default); texts are length-sorted to cut padding."""
+    def encode(self, texts: Sequence[str], batch_size: int = 128, normalize: bool = True, *,
+               label: str | None = None) -> torch.Tensor:
+        """Embeddings [n, dim] (L2-normalised by default); texts are length-sorted to cut padding. With `label`,
+        a progress bar of that name counts the texts (for the large encodings: 10,000 edits' conditions)."""
         if not texts:
             return torch.zeros(0, self.dim)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = torch.zeros(len(texts), self.dim)
-        for s in range(0, len(order), batch_size):
-            idx = order[s : s + batch_size]
-            batch = self.tokenize([texts[i] for i in idx])
-            hidden = self.model(**batch).last_hidden_state
-            emb = self.pool(hidden, batch["attention_mask"]).float().cpu()
-            out[torch.tensor(idx)] = emb
+        with progress_bar(label, len(order)) if label else contextlib.nullcontext() as bar:
+            for s in range(0, len(order), batch_size):
+                idx = order[s : s + batch_size]
+                batch = self.tokenize([texts[i] for i in idx])
+                hidden = self.model(**batch).last_hidden_state
+                emb = self.pool(hidden, batch["attention_mask"]).float().cpu()
+                out[torch.tensor(idx)] = emb
+                if bar is not None:
+                    bar.advance(len(idx))
         return nn.functional.normalize(out, dim=-1) if normalize else out
 
     def head_state(self) -> dict[str, torch.Tensor]:

@@ -33,6 +33,21 @@ def test_encode_is_normalised_and_batch_independent():
     assert torch.allclose(enc.encode(texts[1:2])[0], emb[1], atol=1e-5)
 
 
+def test_encode_with_a_label_counts_the_texts(monkeypatch, capsys):
+    from kebench import progress
+
+    monkeypatch.setattr(progress, "_enabled", True)
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
+    enc = tiny_encoder()
+    quiet = enc.encode(["a", "bb", "ccc"], batch_size=2)
+    assert capsys.readouterr().err == ""  # no label, no bar
+    shown = enc.encode(["a", "bb", "ccc"], batch_size=2, label="MeG: encoding conditions")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0].startswith("MeG: encoding conditions: 0/3") and "2/3" in lines[1]
+    assert lines[-1].endswith("done") and "3/3 (100%)" in lines[-1]
+    assert torch.equal(quiet, shown)
+
+
 def test_pooling_auto_reads_sentence_transformers_config(tmp_path):
     assert _resolve_pooling(str(default_encoder_path()), "auto") == "mean"
     assert _resolve_pooling(str(tmp_path), "auto") == "cls"  # plain BERT folder: [CLS], as in the paper
