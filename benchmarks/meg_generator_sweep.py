@@ -5,7 +5,7 @@ neurons (each edit's bare query) for a grid of diffusion settings, on the real t
 The pairs (fitted neurons, neuron code, query conditions) are made the way that run makes them: the editor's
 defaults, its cached neuron fits and tuned encoder, stopped where its generator would be trained. They are kept in
 `--inputs` so that later sweeps start at once. Each variant changes the editor's generator settings (`--hparam`
-names without the `generator.` prefix: lr, visits, batch_size, width, depth, ratio, prediction, ema) and is
+names without the `generator.` prefix: lr, visits, batch_size, width, depth, ratio, edits_per_expert, prediction, ema) and is
 trained and scored in turn; each row records the settings it resolved to (the defaults move), the output file is
 rewritten after each one, and a variant whose settings are already in it is skipped.
 
@@ -26,9 +26,9 @@ import torch
 
 from editors.meg.code import NeuronCode, relative_error
 from editors.meg.config import MeGHParams
-from editors.meg.denoiser import DenoiserConfig, count_parameters
-from editors.meg.diffusion import DiffusionGenerator, DiffusionSettings, first_conditions
+from editors.meg.diffusion import first_conditions
 from editors.meg.editor import MeGEditor
+from editors.meg.experts import expert_count, train_experts
 from kebench.config import with_overrides
 from kebench.errors import ConfigError
 from kebench.io import atomic_torch_save, atomic_write_json
@@ -65,38 +65,38 @@ def generator_inputs(suite_name: str, scale: int, seed: int) -> dict:
     raise RuntimeError("MeG finished without reaching its generator stage")
 
 
-def resolved(pairs: dict, hparams: MeGHParams) -> tuple[DenoiserConfig, DiffusionSettings, dict]:
-    """The denoiser and training `hparams` give for these pairs, as the editor builds them, and their summary."""
+def resolved(pairs: dict, hparams: MeGHParams) -> dict:
+    """The summary of the generator `hparams` give for these pairs, as the editor builds it (width and steps: those of
+    one expert of average size, where there are several)."""
     n, code_size, cond_dim = len(pairs["vectors"]), len(pairs["code"]["scales"]), pairs["cond"].shape[1]
-    cfg, settings = hparams.denoiser_config(n, code_size, cond_dim), hparams.diffusion_settings(n, pairs["cond_noise"])
-    summary = {
+    k = expert_count(n, hparams.generator.edits_per_expert)
+    cfg, settings = hparams.denoiser_config(max(1, n // k), code_size, cond_dim), hparams.diffusion_settings(max(1, n // k))
+    return {
         "denoiser": cfg.kind, "width": cfg.width, "depth": cfg.depth, "lr": settings.lr,
         "batch_size": settings.batch_size, "steps": settings.steps, "prediction": settings.prediction,
-        "ema": settings.ema, "sample_steps": settings.sample_steps,
+        "ema": settings.ema, "sample_steps": settings.sample_steps, **({"experts": k} if k > 1 else {}),
     }
-    return cfg, settings, summary
 
 
 def score_variant(pairs: dict, variant: dict, hparams: MeGHParams) -> dict:
     """Train the generator with `hparams` (the defaults with `variant` in place); its reconstruction error and cost."""
-    cfg, settings, summary = resolved(pairs, hparams)
+    summary = resolved(pairs, hparams)
     code = NeuronCode(**pairs["code"])
     vectors, cond, cond_edit = pairs["vectors"], pairs["cond"], pairs["cond_edit"]
     n = len(vectors)
-    model = DiffusionGenerator(cfg, settings, code)
     t0 = time.perf_counter()
-    stats = model.fit(vectors, cond, cond_edit)
+    mixture, stats = train_experts(hparams, vectors, code, cond, cond_edit, n, torch.device("cpu"), pairs["cond_noise"])
     seconds = time.perf_counter() - t0
     with torch.no_grad():
-        error = relative_error(model.sample(cond[first_conditions(cond_edit)]), vectors)
-    params = count_parameters(model.model)
+        error = relative_error(mixture.sample(cond[first_conditions(cond_edit)]), vectors)
     return {
-        "variant": variant, "settings": summary, "width": cfg.width, "params": params,
-        "params_per_number": round(params / (n * code.size), 3), "steps": settings.steps,
-        "visits_per_edit": round(settings.steps * settings.batch_size / n, 1), "train_s": round(seconds, 1),
+        "variant": variant, "settings": summary, "width": summary["width"], "params": stats["diffusion_params"],
+        "params_per_number": round(stats["diffusion_params_per_number"], 3), "steps": stats["diffusion_steps"],
+        "visits_per_edit": round(stats["diffusion_visits_per_edit"], 1), "train_s": round(seconds, 1),
         "relative_error_median": round(float(error.median()), 4),
         "relative_error_p90": round(float(error.quantile(0.9)), 4),
         "loss_last": round(stats["diffusion_loss_last"], 4),
+        **({"router_agreement": round(stats["diffusion_router_agreement"], 4)} if "diffusion_router_agreement" in stats else {}),
     }
 
 
@@ -138,7 +138,7 @@ def main() -> None:
     })
     done = {json.dumps(r["settings"], sort_keys=True) for r in report["rows"]}
     for variant, hparams in variants:
-        if json.dumps(resolved(pairs, hparams)[2], sort_keys=True) in done:
+        if json.dumps(resolved(pairs, hparams), sort_keys=True) in done:
             continue
         row = score_variant(pairs, variant, hparams)
         print(json.dumps(row), flush=True)

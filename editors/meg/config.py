@@ -109,6 +109,9 @@ class GeneratorSettings:
     width: int = 0  # 0 = the narrowest with >= ratio × edits × code size parameters (mlp)
     depth: int = 4
     ratio: float = 4.0  # parameters per number the generator must reproduce (edits × code size)
+    # a mixture of denoisers, one per this many edits (k-means clusters of the edit queries, editors/meg/experts.py),
+    # each sized by `ratio` for its own edits; 0 = one denoiser for all edits
+    edits_per_expert: int = 0
     patch: int = 32  # dit only
     heads: int = 4  # dit only
     visits: int = 600  # training samples per edit (the schedule's length follows the edit count)
@@ -137,6 +140,8 @@ class GeneratorSettings:
             raise ConfigError(f"generator.prediction must be x0 or v, got {self.prediction!r}")
         if self.cond_noise < 0:
             raise ConfigError(f"generator.cond_noise must be >= 0, got {self.cond_noise}")
+        if self.edits_per_expert < 0:
+            raise ConfigError(f"generator.edits_per_expert must be >= 0 (0: one denoiser), got {self.edits_per_expert}")
 
 
 # The flat names of the settings before they were grouped (results files and job lines of that time), exactly

@@ -115,6 +115,7 @@ class DiffusionGenerator:
         checkpoint_every: int = 500,
         focus: torch.Tensor | None = None,
         focus_share: float = 0.5,
+        label: str = "MeG: training the generator",
     ) -> dict[str, float]:
         """Train the denoiser: condition `conds[i]` belongs to the edit whose fitted neuron is `vectors[cond_edit[i]]`.
 
@@ -148,7 +149,7 @@ class DiffusionGenerator:
         every = s.select_every or s.steps
         focused = None if focus is None or bool(focus.all()) or not bool(focus.any()) else torch.nonzero(focus).squeeze(1)
         self.model.train()
-        with progress_bar("MeG: training the generator", s.steps) as bar:
+        with progress_bar(label, s.steps) as bar:
             bar.advance(start)
             for step in range(start, s.steps):
                 if checkpoint is not None and step > start and step % checkpoint_every == 0:

@@ -34,8 +34,8 @@ from kebench.timing import Timer
 
 from editors.meg.config import MeGHParams
 from editors.meg.code import NeuronCode, relative_error
-from editors.meg.denoiser import count_parameters
-from editors.meg.diffusion import DiffusionGenerator
+from editors.meg.diffusion import first_conditions
+from editors.meg.experts import ExpertMixture, capacity, expert_part, merge_expert_stats, train_experts
 from editors.meg.encoder import ContrastiveSettings, QueryEncoder, tuned_encoder
 from editors.meg.familiarity import FamiliarityNet, SimilarityGate, calibrate_tau, fake_classes, tradeoff, train_familiarity
 from editors.meg.fitting import FitResult, concat_fits, evaluate_neurons, fit_neurons
@@ -79,13 +79,6 @@ class _Grown:
         return cls(requests=list(state["requests"]), fit=FitResult(**state["fit"]), code=NeuronCode.from_state(state["code"]),
                    cond=state["cond"], cond_edit=state["cond_edit"], emb_q=state["emb_q"], emb_aug=state["emb_aug"],
                    para_dist=state["para_dist"], handle=handle)
-
-
-def _capacity(model: DiffusionGenerator, n_edits: int, visits_per_edit: float) -> dict[str, float]:
-    """The denoiser's size against the numbers it must reproduce (each edit's code), and the samples each edit got."""
-    params = count_parameters(model.model)
-    return {"diffusion_params": params, "diffusion_params_per_number": params / (n_edits * model.code.size),
-            "diffusion_visits_per_edit": visits_per_edit}
 
 
 @contextlib.contextmanager
@@ -275,19 +268,36 @@ class MeGEditor(Editor):
         self, previous: DiffusionNeurons, vectors: torch.Tensor, cond: torch.Tensor, cond_edit: torch.Tensor,
         focus: torch.Tensor, n_new: int, n_all: int,
     ) -> tuple[NeuronGenerator, dict[str, Any]]:
-        """Continue training the previous step's denoiser on every edit so far, `GROWTH_FOCUS` of each batch on the
-        new ones, until each new edit has had `generator.visits` samples (steps follow the new edits, not the total)."""
+        """Continue training the previous step's denoisers on every edit so far, `GROWTH_FOCUS` of each batch on the
+        new ones, until each new edit has had `generator.visits` samples (steps follow the new edits, not the total).
+        With experts, each new edit joins the expert of its nearest centroid (the router stays as the first step
+        built it) and only the experts that got new edits train."""
         hp = self.hparams
-        model = previous.model
-        steps = hp.generator.steps or max(100, math.ceil(hp.generator.visits * n_new / (hp.generator.batch_size * GROWTH_FOCUS)))
-        model.settings = dataclasses.replace(
-            model.settings, steps=steps, select_every=hp.generator.select_every or max(1, steps // 5))
+        mixture = previous.mixture
+        first = first_conditions(cond_edit)
+        edit_ids, owner = cond_edit[first], mixture.route(cond[first])
+        new_edit = torch.zeros(n_all, dtype=torch.bool)
+        new_edit[cond_edit[focus]] = True
+        parts, sizes, visits = [], [], []
         t0 = time.perf_counter()
-        stats = model.fit(vectors, cond, cond_edit, focus=focus, focus_share=GROWTH_FOCUS)
+        for j, expert in enumerate(mixture.experts):
+            edits = edit_ids[owner == j]
+            fresh = int(new_edit[edits].sum())
+            if fresh == 0:
+                continue
+            rows, local = expert_part(cond_edit, edits, n_all)
+            steps = hp.generator.steps or max(100, math.ceil(hp.generator.visits * fresh / (hp.generator.batch_size * GROWTH_FOCUS)))
+            expert.settings = dataclasses.replace(
+                expert.settings, steps=steps, select_every=hp.generator.select_every or max(1, steps // 5))
+            label = "MeG: training the generator" + (f" (expert {j + 1}/{len(mixture.experts)})" if len(mixture.experts) > 1 else "")
+            parts.append(expert.fit(vectors[edits], cond[rows], local, focus=focus[rows], focus_share=GROWTH_FOCUS, label=label))
+            sizes.append(fresh)
+            visits.append(steps * hp.generator.batch_size * GROWTH_FOCUS / fresh)
+        stats = merge_expert_stats(parts, sizes)
         stats["diffusion_train_seconds"] = time.perf_counter() - t0
-        stats.update(_capacity(model, n_all, steps * hp.generator.batch_size * GROWTH_FOCUS / n_new))
+        stats.update(capacity(mixture, n_all, sum(v * n for v, n in zip(visits, sizes)) / max(1, sum(sizes))))
         stats["diffusion_continued"] = True
-        return DiffusionNeurons(model), stats
+        return DiffusionNeurons(mixture), stats
 
     # ---------------------------------------------------------------------------------------
     def _fit(
@@ -388,32 +398,11 @@ class MeGEditor(Editor):
             return KnnGenerator(cond, cond_edit, vectors), {}
         if hp.generator.kind == "oracle":
             return SubjectOracle(cond, cond_edit, vectors, [r.subject for r in requests]), {}
-        n = len(requests)
-        # a growing sequence's first step sizes the denoiser for the whole sequence
-        cfg = hp.denoiser_config(self._sized_for(n), code.size, cond.shape[1])
-        settings = hp.diffusion_settings(n, cond_noise)
-        model = DiffusionGenerator(cfg, settings, code).to(device)
         cache = FitCache("meg_generator", "any-model", device.type) if hp.fitting.cache else None
-        key = found = None
-        if cache is not None:  # the training pairs, the code and the settings determine the trained denoiser
-            tensors = {"vectors": vectors, "conditions": cond, "condition_edit": cond_edit,
-                       **{f"code.{k}": v for k, v in code.state_dict().items()}}
-            key = cache.key(model.config(), tensors)
-            found = cache.load(key)
-        if found is not None:
-            meta = found.pop("meta")
-            model = DiffusionGenerator.from_state(meta["config"], found).to(device)
-            stats = {**meta["stats"], "diffusion_from_cache": True}
-        else:
-            t0 = time.perf_counter()
-            # beside the cache entry: a long training checkpoints there and an interrupted run resumes it
-            partial = cache.path(key).with_suffix(".partial.pt") if cache is not None else None
-            stats = model.fit(vectors, cond, cond_edit, checkpoint=partial)
-            stats["diffusion_train_seconds"] = time.perf_counter() - t0  # kept with a cached generator
-            if cache is not None:
-                cache.save(key, model.state_dict(), {"config": model.config(), "stats": stats})
-        stats.update(_capacity(model, n, settings.steps * settings.batch_size / n))
-        return DiffusionNeurons(model), stats
+        # a growing sequence's first step sizes the denoisers and the experts for the whole sequence
+        mixture, stats = train_experts(hp, vectors, code, cond, cond_edit, self._sized_for(len(requests)), device,
+                                       cond_noise, cache)
+        return DiffusionNeurons(mixture), stats
 
     def _self_check(
         self, lm: LoadedModel, requests: Sequence[EditRequest], spec: NeuronSpec, layer: int, handle: MeGHandle,
@@ -478,8 +467,8 @@ class MeGEditor(Editor):
         if fam is not None:
             atomic_save_safetensors(path / "familiarity.safetensors", fam.state_dict())
         if isinstance(gen, DiffusionNeurons):
-            meta["diffusion"] = gen.model.config()
-            state = gen.model.state_dict()
+            meta["diffusion"] = gen.mixture.config()
+            state = gen.mixture.state_dict()
         else:
             state = gen.state_dict()
             if isinstance(gen, SubjectOracle):
@@ -518,7 +507,7 @@ class MeGEditor(Editor):
         state = load_file(str(path / "generator.safetensors"))
         kind = meta["generator"]
         if kind == "diffusion":
-            generator: Any = DiffusionNeurons(DiffusionGenerator.from_state(meta["diffusion"], state).to(lm.device))
+            generator: Any = DiffusionNeurons(ExpertMixture.from_state(meta["diffusion"], state).to(lm.device))
         elif kind == "knn":
             generator = KnnGenerator(state["bank"], state["bank_edit"], state["vectors"])
         else:

@@ -13,7 +13,7 @@ import torch
 
 from kebench.errors import ConfigError
 
-from editors.meg.diffusion import DiffusionGenerator
+from editors.meg.experts import ExpertMixture
 
 GENERATORS = ("diffusion", "knn", "oracle")
 
@@ -68,13 +68,13 @@ class SubjectOracle(KnnGenerator):
 
 
 class DiffusionNeurons:
-    """Adapter: the diffusion model as a generator (text unused)."""
+    """Adapter: the diffusion model (one denoiser, or experts behind a router) as a generator (text unused)."""
 
-    def __init__(self, model: DiffusionGenerator) -> None:
-        self.model = model
+    def __init__(self, mixture: ExpertMixture) -> None:
+        self.mixture = mixture
 
     def generate(self, emb: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        return self.model.sample(emb)
+        return self.mixture.sample(emb)
 
 
 def check_generator(name: str) -> str:

@@ -94,10 +94,12 @@ def test_always_fire_ablation_and_oracle_generator(lm, cases, encoder_dir):
     handle.restore()
 
 
-def test_save_load_gives_identical_outputs(lm, cases, encoder_dir, tmp_path):
+@pytest.mark.parametrize("experts", [1, 2])
+def test_save_load_gives_identical_outputs(lm, cases, encoder_dir, tmp_path, experts):
     reqs = [c.request for c in cases]
-    editor = MeGEditor(small(encoder_dir))
+    editor = MeGEditor(small(encoder_dir, generator={"edits_per_expert": 4 // experts}))
     handle = editor.apply(lm, reqs)
+    assert handle.stats["diffusion_experts"] == experts
     probes = [c.prompt for c in cases] + list(cases[0].paraphrases) + ["The Eiffel Tower is made of"]
     targets = [c.target_new for c in cases] + [cases[0].target_new] * len(cases[0].paraphrases) + ["iron"]
     first = _scores(lm, probes, targets, handle.conditioning)
@@ -172,7 +174,7 @@ def test_a_sequence_grows_one_gate_and_one_generator(lm, encoder_dir, tmp_path):
     second = editor.apply(lm, reqs[6:])
     s = second.stats
     assert s["n_edits"] == 2 and s["n_edits_so_far"] == 8 and s["fit_edits"] == 2  # only the new edits fitted
-    assert s["diffusion_continued"] is True and second.generator.model is first.generator.model  # warm start
+    assert s["diffusion_continued"] is True and second.generator.mixture is first.generator.mixture  # warm start
     assert s["diffusion_train_pairs"] == 8 * 2  # every edit so far: its query and one augmented prefix
     assert len(second.familiarity.bank) == 16  # the gate over every edit so far
     assert not first.neuron.attached and _hooks(lm) == hooks + 1  # one hook serves the sequence
@@ -199,6 +201,17 @@ def test_a_sequence_grows_one_gate_and_one_generator(lm, encoder_dir, tmp_path):
     again.load_state_dict(state1)
     assert again.state_dict()["grown"]["cond"].shape[0] == 16 and again._grown.handle is loaded1  # ready for a third step
     loaded1.restore()
+    # with experts, a later step's edits join the expert of their nearest centroid and only those experts train
+    moe = MeGEditor(small(encoder_dir, gate={"kind": "similarity"}, fitting={"code_size": 5}, generator={"edits_per_expert": 4}))
+    moe.plan(reqs)
+    one = moe.apply(lm, reqs[:6])
+    assert one.stats["diffusion_experts"] == 2 and sum(one.stats["diffusion_expert_edits"]) >= 2
+    two = moe.apply(lm, reqs[6:])
+    route = two.generator.mixture.route(two.encoder.encode([c.prompt for c in cases[6:]]))
+    assert two.generator.mixture is one.generator.mixture and two.stats["diffusion_continued"] is True
+    # one schedule per expert that got new edits (the tiny settings fix its steps)
+    assert two.stats["diffusion_steps"] == moe.hparams.generator.steps * len(route.unique())
+    two.restore()
     # a first step too small for the code every later step is fitted in: one line naming the fix
     short = MeGEditor(small(encoder_dir, fitting={"code_size": 5}))
     short.plan(reqs)
