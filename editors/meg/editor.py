@@ -202,6 +202,7 @@ class MeGEditor(Editor):
             emb_aug = encoder.encode(aug_texts, hp.encode_batch_size, label="MeG: encoding conditions")
             cond = torch.cat([emb_q, emb_aug])
             cond_edit = torch.tensor([len(prior) + e for e in range(len(queries))] + aug_edit, dtype=torch.long)
+            held_pair_emb = None  # (prompts, paraphrases) of held-out pool pairs, first step only
             if grown is not None:
                 para_dist = grown.para_dist
             else:
@@ -211,6 +212,7 @@ class MeGEditor(Editor):
                 e_prompt = encoder.encode([a for a, _ in held_pairs], hp.encode_batch_size)
                 e_para = encoder.encode([b for _, b in held_pairs], hp.encode_batch_size)
                 para_dist = float(((e_para - e_prompt).norm(dim=-1) / e_prompt.norm(dim=-1).clamp(min=1e-12)).median())
+                held_pair_emb = (e_prompt, e_para)
         stats["paraphrase_distance_median"] = para_dist
         if grown is not None:
             cond_all, cond_edit_all = torch.cat([grown.cond, cond]), torch.cat([grown.cond_edit, cond_edit])
@@ -247,6 +249,12 @@ class MeGEditor(Editor):
                     fit_all.vectors, code, cond_all[rows], cond_edit_all[rows], every, lm.device,
                     hp.generator.cond_noise * para_dist,
                 )
+            if isinstance(generator, DiffusionNeurons) and len(generator.mixture.experts) > 1 and held_pair_emb is not None:
+                # how often a paraphrase crosses a router boundary: held-out pool prompts and their paraphrases sent
+                # to the same expert (a crossing paraphrase of an edit gets another expert's neuron)
+                mixture = generator.mixture
+                gen_stats["diffusion_router_paraphrase_agreement"] = _rate(
+                    mixture.route(held_pair_emb[0]) == mixture.route(held_pair_emb[1]))
             stats.update(gen_stats)
 
         if grown is not None:

@@ -100,6 +100,9 @@ def test_save_load_gives_identical_outputs(lm, cases, encoder_dir, tmp_path, exp
     editor = MeGEditor(small(encoder_dir, generator={"edits_per_expert": 4 // experts}))
     handle = editor.apply(lm, reqs)
     assert handle.stats["diffusion_experts"] == experts
+    # with a router, how often held-out paraphrases cross its boundaries is measured
+    agreement = handle.stats.get("diffusion_router_paraphrase_agreement")
+    assert (agreement is None) == (experts == 1) and (agreement is None or 0.0 <= agreement <= 1.0)
     probes = [c.prompt for c in cases] + list(cases[0].paraphrases) + ["The Eiffel Tower is made of"]
     targets = [c.target_new for c in cases] + [cases[0].target_new] * len(cases[0].paraphrases) + ["iron"]
     first = _scores(lm, probes, targets, handle.conditioning)
