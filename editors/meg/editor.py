@@ -12,8 +12,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
-import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -34,8 +32,7 @@ from kebench.timing import Timer
 
 from editors.meg.config import MeGHParams
 from editors.meg.code import NeuronCode, relative_error
-from editors.meg.diffusion import first_conditions
-from editors.meg.experts import ExpertMixture, capacity, expert_part, merge_expert_stats, train_experts
+from editors.meg.experts import ExpertMixture, continue_experts, train_experts
 from editors.meg.encoder import ContrastiveSettings, QueryEncoder, tuned_encoder
 from editors.meg.familiarity import FamiliarityNet, SimilarityGate, calibrate_tau, fake_classes, tradeoff, train_familiarity
 from editors.meg.fitting import FitResult, concat_fits, evaluate_neurons, fit_neurons
@@ -242,7 +239,7 @@ class MeGEditor(Editor):
             if grown is not None and isinstance(grown.handle.generator, DiffusionNeurons):
                 generator, gen_stats = self._grow_generator(
                     grown.handle.generator, fit_all.vectors, cond_all[rows], cond_edit_all[rows],
-                    (cond_edit_all >= len(prior))[rows], len(requests), len(every),
+                    (cond_edit_all >= len(prior))[rows],
                 )
             else:
                 generator, gen_stats = self._generator(
@@ -274,38 +271,12 @@ class MeGEditor(Editor):
 
     def _grow_generator(
         self, previous: DiffusionNeurons, vectors: torch.Tensor, cond: torch.Tensor, cond_edit: torch.Tensor,
-        focus: torch.Tensor, n_new: int, n_all: int,
+        focus: torch.Tensor,
     ) -> tuple[NeuronGenerator, dict[str, Any]]:
-        """Continue training the previous step's denoisers on every edit so far, `GROWTH_FOCUS` of each batch on the
-        new ones, until each new edit has had `generator.visits` samples (steps follow the new edits, not the total).
-        With experts, each new edit joins the expert of its nearest centroid (the router stays as the first step
-        built it) and only the experts that got new edits train."""
-        hp = self.hparams
-        mixture = previous.mixture
-        first = first_conditions(cond_edit)
-        edit_ids, owner = cond_edit[first], mixture.route(cond[first])
-        new_edit = torch.zeros(n_all, dtype=torch.bool)
-        new_edit[cond_edit[focus]] = True
-        parts, sizes, visits = [], [], []
-        t0 = time.perf_counter()
-        for j, expert in enumerate(mixture.experts):
-            edits = edit_ids[owner == j]
-            fresh = int(new_edit[edits].sum())
-            if fresh == 0:
-                continue
-            rows, local = expert_part(cond_edit, edits, n_all)
-            steps = hp.generator.steps or max(100, math.ceil(hp.generator.visits * fresh / (hp.generator.batch_size * GROWTH_FOCUS)))
-            expert.settings = dataclasses.replace(
-                expert.settings, steps=steps, select_every=hp.generator.select_every or max(1, steps // 5))
-            label = "MeG: training the generator" + (f" (expert {j + 1}/{len(mixture.experts)})" if len(mixture.experts) > 1 else "")
-            parts.append(expert.fit(vectors[edits], cond[rows], local, focus=focus[rows], focus_share=GROWTH_FOCUS, label=label))
-            sizes.append(fresh)
-            visits.append(steps * hp.generator.batch_size * GROWTH_FOCUS / fresh)
-        stats = merge_expert_stats(parts, sizes)
-        stats["diffusion_train_seconds"] = time.perf_counter() - t0
-        stats.update(capacity(mixture, n_all, sum(v * n for v, n in zip(visits, sizes)) / max(1, sum(sizes))))
-        stats["diffusion_continued"] = True
-        return DiffusionNeurons(mixture), stats
+        """Continue the previous step's denoisers on every edit so far, `GROWTH_FOCUS` of each batch on the new ones
+        (editors.meg.experts.continue_experts)."""
+        stats = continue_experts(self.hparams, previous.mixture, vectors, cond, cond_edit, focus, GROWTH_FOCUS)
+        return DiffusionNeurons(previous.mixture), stats
 
     # ---------------------------------------------------------------------------------------
     def _fit(

@@ -16,6 +16,7 @@ conditions whose nearest centroid is their edit's: a paraphrase routed elsewhere
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -124,6 +125,10 @@ class ExpertMixture:
         return cls(experts, state["router.centroids"])
 
 
+def _label(j: int, k: int) -> str:
+    return "MeG: training the generator" + (f" (expert {j + 1}/{k})" if k > 1 else "")
+
+
 def train_experts(
     hp: MeGHParams, vectors: torch.Tensor, code: NeuronCode, cond: torch.Tensor, cond_edit: torch.Tensor, sized: int,
     device: torch.device, cond_noise: float = 0.0, cache: FitCache | None = None,
@@ -143,9 +148,8 @@ def train_experts(
     for j in range(k):
         edits = edit_ids[owner == j]
         rows, local = expert_part(cond_edit, edits, n)
-        label = "MeG: training the generator" + (f" (expert {j + 1}/{k})" if k > 1 else "")
         expert, part = _train_expert(hp, vectors[edits], code, cond[rows], local, max(1, round(len(edits) * sized / len(first))),
-                                     device, cond_noise, cache, label)
+                                     device, cond_noise, cache, _label(j, k))
         experts.append(expert)
         parts.append(part)
         sizes.append(len(edits))
@@ -160,6 +164,40 @@ def train_experts(
     visits = sum(e.settings.steps * e.settings.batch_size for e in experts) / max(1, len(first))
     stats.update(capacity(mixture, n, visits))
     return mixture, stats
+
+
+def continue_experts(
+    hp: MeGHParams, mixture: ExpertMixture, vectors: torch.Tensor, cond: torch.Tensor, cond_edit: torch.Tensor,
+    focus: torch.Tensor, focus_share: float,
+) -> dict[str, Any]:
+    """Continue training `mixture` on every edit so far (`cond_edit` indexes `vectors`), `focus_share` of each batch on
+    the `focus` conditions (the new edits'), until each new edit has had `generator.visits` samples (steps follow the
+    new edits, not the total). Each new edit joins the expert of its nearest centroid (the router stays as it was
+    built) and only the experts that got new edits train."""
+    n_all = len(vectors)
+    first = first_conditions(cond_edit)
+    edit_ids, owner = cond_edit[first], mixture.route(cond[first])
+    new_edit = torch.zeros(n_all, dtype=torch.bool)
+    new_edit[cond_edit[focus]] = True
+    g, k = hp.generator, len(mixture.experts)
+    parts, sizes, visits = [], [], []
+    t0 = time.perf_counter()
+    for j, expert in enumerate(mixture.experts):
+        edits = edit_ids[owner == j]
+        fresh = int(new_edit[edits].sum())
+        if fresh == 0:
+            continue
+        rows, local = expert_part(cond_edit, edits, n_all)
+        steps = g.steps or max(100, math.ceil(g.visits * fresh / (g.batch_size * focus_share)))
+        expert.settings = dataclasses.replace(expert.settings, steps=steps, select_every=g.select_every or max(1, steps // 5))
+        parts.append(expert.fit(vectors[edits], cond[rows], local, focus=focus[rows], focus_share=focus_share, label=_label(j, k)))
+        sizes.append(fresh)
+        visits.append(steps * g.batch_size * focus_share / fresh)
+    stats = merge_expert_stats(parts, sizes)
+    stats["diffusion_train_seconds"] = time.perf_counter() - t0
+    stats.update(capacity(mixture, n_all, sum(v * n for v, n in zip(visits, sizes)) / max(1, sum(sizes))))
+    stats["diffusion_continued"] = True
+    return stats
 
 
 def _train_expert(

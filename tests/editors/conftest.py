@@ -9,6 +9,15 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 from kebench.models.load import default_encoder_path
 
 
+@pytest.fixture
+def one_thread():
+    """Small nets on a shared CPU: intra-op threading only adds overhead."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def encoder_dir(tmp_path_factory):
     """A random 2-layer BERT (d=32) saved with the real MiniLM tokenizer."""

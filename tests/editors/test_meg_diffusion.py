@@ -15,13 +15,7 @@ from kebench.errors import ConfigError
 from editors.meg.generators import KnnGenerator, SubjectOracle
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Small nets on a shared CPU: intra-op threading only adds overhead.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/editors/conftest.py
 
 
 def _clusters(k: int = 4, dim: int = 100, cond: int = 16, n: int = 200):

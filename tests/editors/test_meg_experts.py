@@ -14,12 +14,7 @@ from kebench.config import from_dict
 from kebench.errors import ConfigError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/editors/conftest.py
 
 
 def _groups(groups: int = 2, per_group: int = 3, dim: int = 40, cond: int = 16, copies: int = 8):
